@@ -1,0 +1,257 @@
+"""MNIST as a LightningDataModule, with the loader modes the matrix compares.
+
+Loader modes:
+  torchvision  the tutorial's per-sample transforms through a DataLoader
+  tensor       pre-normalised tensors in host memory, one indexing op per batch
+  device       the whole split resident on the accelerator, shuffled there
+  synthetic    random data of MNIST's shapes: throughput only, never accuracy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms
+from torchvision.datasets import MNIST
+
+LOADERS = ("torchvision", "tensor", "device", "synthetic")
+MEAN, STD = 0.5, 0.5
+TRAIN_SIZE, VAL_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
+SPLIT_SEED = 42  # the train/val split is the same on every rank and every run
+
+# Name -> (bytes, published MD5 of the uncompressed original).
+RAW_FILES = {
+    "train-images-idx3-ubyte": (16 + 60_000 * 784, "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (8 + 60_000, "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (16 + 10_000 * 784, "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (8 + 10_000, "27ae3e4e09519cfbb04c329615203637"),
+}
+
+
+class MnistDataError(RuntimeError):
+    """MNIST is missing or damaged; the message says where and how to fix it."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``--data-dir``, else ``$MNIST_DATA_DIR``, else ``./data``."""
+    chosen = data_dir or os.environ.get("MNIST_DATA_DIR") or "data"
+    return Path(chosen).expanduser().resolve()
+
+
+def raw_dir(data_dir: Path) -> Path:
+    return data_dir / "MNIST" / "raw"
+
+
+def check_raw_files(data_dir: Path) -> None:
+    """Raise :class:`MnistDataError` naming the first missing, truncated or corrupt file."""
+    for name, (size, md5) in RAW_FILES.items():
+        path = raw_dir(data_dir) / name
+        if not path.is_file():
+            raise MnistDataError(missing_data_message(data_dir, f"{path} does not exist"))
+        actual = path.stat().st_size
+        if actual != size:
+            raise MnistDataError(
+                f"MNIST file {path} is truncated or corrupt: {actual} bytes, expected {size}. "
+                "Delete it and download again, or copy a good one there."
+            )
+        digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        if digest != md5:
+            raise MnistDataError(
+                f"MNIST file {path} is corrupt: MD5 {digest}, expected the published {md5}. "
+                "Delete it and download again, or copy a good one there."
+            )
+
+
+def missing_data_message(data_dir: Path, detail: str) -> str:
+    return (
+        f"MNIST not found in {data_dir} ({detail}) and it could not be downloaded. "
+        "Fix it in one of two ways: point --data-dir or MNIST_DATA_DIR at a directory "
+        "holding MNIST/raw/ with the four original files, or run once with network "
+        "access and a writable data directory so torchvision can download them."
+    )
+
+
+def has_raw_files(data_dir: Path) -> bool:
+    return all((raw_dir(data_dir) / name).is_file() for name in RAW_FILES)
+
+
+def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), the same arithmetic as
+    ToTensor + Normalize((0.5,), (0.5,)) so that every loader sees equal tensors."""
+    return images_uint8.unsqueeze(1).to(torch.float32).div(255).sub(MEAN).div(STD)
+
+
+def split_indices(generator_seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
+    """The seeded 55000/5000 train/val split of MNIST's 60000 training images."""
+    order = torch.randperm(TRAIN_SIZE + VAL_SIZE, generator=torch.Generator().manual_seed(
+        generator_seed)).tolist()
+    return order[:TRAIN_SIZE], order[TRAIN_SIZE:]
+
+
+class ShuffledBatches:
+    """Whole batches cut from tensors with one indexing op each.
+
+    Every rank draws the same seeded permutation per epoch; global batch ``k``
+    is ``perm[k*B*W:(k+1)*B*W]`` and rank ``r`` takes its ``r``-th slice of
+    ``B``. So W ranks with batch B see exactly the samples one process with
+    batch ``W*B`` sees. The permutation is drawn on the tensors' device.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        global_batch = self.batch_size * self.world_size
+        n = len(self.labels)
+        return n // global_batch if self.drop_last else -(-n // global_batch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        device = self.labels.device
+        if self.shuffle:
+            generator = torch.Generator(device=device).manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=generator, device=device)
+        else:
+            order = torch.arange(n, device=device)
+        self.epoch += 1
+        global_batch = self.batch_size * self.world_size
+        for k in range(len(self)):
+            start = k * global_batch + self.rank * self.batch_size
+            idx = order[start : min(start + self.batch_size, n)]
+            if len(idx) == 0:
+                continue
+            yield self.images[idx], self.labels[idx]
+
+
+class MnistDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        loader: str = "torchvision",
+        num_workers: int = 0,
+        eval_batch_size: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if loader not in LOADERS:
+            raise ValueError(f"unknown loader {loader!r}; valid: {', '.join(LOADERS)}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.data_dir = resolve_data_dir(data_dir)
+        self.batch_size, self.loader, self.num_workers = batch_size, loader, num_workers
+        self.eval_batch_size, self.seed = eval_batch_size, seed
+        self.train_set: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None
+        self.val_set: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None
+        self.test_set: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None
+        self.device = torch.device("cpu")
+        self.rank, self.world_size = 0, 1
+
+    # -- Lightning hooks -------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download only when the files are missing; then check them."""
+        if self.loader == "synthetic":
+            return
+        if not has_raw_files(self.data_dir):
+            try:
+                MNIST(self.data_dir, train=True, download=True)
+                MNIST(self.data_dir, train=False, download=True)
+            except Exception as error:  # no network, read-only directory, ...
+                raise MnistDataError(
+                    missing_data_message(self.data_dir, f"{type(error).__name__}: {error}")
+                ) from error
+        check_raw_files(self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+            if self.loader == "device":
+                self.device = self.trainer.strategy.root_device
+        if self.loader == "synthetic":
+            self._setup_synthetic()
+            return
+        if stage in ("fit", "validate", None) and self.train_set is None:
+            if self.loader == "torchvision":
+                full = MNIST(self.data_dir, train=True, transform=self._transform())
+                train_idx, val_idx = split_indices()
+                self.train_set, self.val_set = Subset(full, train_idx), Subset(full, val_idx)
+            else:
+                images, labels = self._tensors(train=True)
+                train_idx, val_idx = (torch.tensor(i) for i in split_indices())
+                self.train_set = (images[train_idx], labels[train_idx])
+                self.val_set = (images[val_idx], labels[val_idx])
+        if stage in ("test", "predict", None) and self.test_set is None:
+            if self.loader == "torchvision":
+                self.test_set = MNIST(self.data_dir, train=False, transform=self._transform())
+            else:
+                self.test_set = self._tensors(train=False)
+
+    def train_dataloader(self) -> DataLoader | ShuffledBatches:
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | ShuffledBatches:
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader | ShuffledBatches:
+        return self._loader(self.test_set, self.eval_batch_size, train=False)
+
+    # -- helpers ---------------------------------------------------------
+    @staticmethod
+    def _transform() -> transforms.Compose:
+        return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+
+    def _tensors(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = MNIST(self.data_dir, train=train)
+        return normalise(raw.data).to(self.device), raw.targets.to(self.device)
+
+    def _setup_synthetic(self) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+
+        def fake(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            images = torch.randn(n, 1, 28, 28, generator=generator)
+            labels = torch.randint(0, 10, (n,), generator=generator)
+            return images.to(self.device), labels.to(self.device)
+
+        self.train_set, self.val_set, self.test_set = (
+            fake(TRAIN_SIZE), fake(VAL_SIZE), fake(TEST_SIZE))
+
+    def _loader(
+        self, data: Dataset | tuple[torch.Tensor, torch.Tensor] | None, batch_size: int,
+        train: bool,
+    ) -> DataLoader | ShuffledBatches:
+        if data is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        if isinstance(data, tuple):
+            images, labels = data
+            return ShuffledBatches(
+                images, labels, batch_size, shuffle=train, drop_last=train, seed=self.seed,
+                rank=self.rank, world_size=self.world_size,
+            )
+        # Lightning swaps in a DistributedSampler under DDP (same seed on every rank).
+        workers = self.num_workers
+        return DataLoader(
+            data, batch_size=batch_size, shuffle=train, drop_last=train,
+            num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda" or torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
+        )

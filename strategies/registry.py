@@ -1,0 +1,189 @@
+"""Names users type -> what Lightning runs, and why a combination cannot run here.
+
+Nothing here measures or writes; ``bench`` asks and ``strategies`` answers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+ACCELERATORS = ("cpu", "cuda")
+ACCELERATOR_ALIASES = {"gpu": "cuda"}
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    multi_device: bool  # may run on more than one device
+    needs_cuda: bool
+    needs_deepspeed: bool = False
+    zero_stage: int | None = None
+    offload: bool = False
+    lightning: bool = True  # False: the hand-written PyTorch loop (control cell)
+    about: str = ""
+
+
+STRATEGIES: dict[str, StrategySpec] = {
+    spec.name: spec
+    for spec in (
+        StrategySpec("single", False, False, about="one device, no wrapper"),
+        StrategySpec("raw", False, False, lightning=False,
+                     about="hand-written PyTorch loop, no Lightning (control)"),
+        StrategySpec("ddp", True, False, about="DistributedDataParallel"),
+        StrategySpec("fsdp", True, True, about="FullyShardedDataParallel"),
+        StrategySpec("deepspeed_stage_1", True, True, True, 1, about="ZeRO-1"),
+        StrategySpec("deepspeed_stage_2", True, True, True, 2, about="ZeRO-2"),
+        StrategySpec("deepspeed_stage_3", True, True, True, 3, about="ZeRO-3"),
+        StrategySpec("deepspeed_stage_2_offload", True, True, True, 2, True,
+                     about="ZeRO-2, optimizer state on CPU"),
+        StrategySpec("deepspeed_stage_3_offload", True, True, True, 3, True,
+                     about="ZeRO-3, optimizer state and parameters on CPU"),
+    )
+}
+
+
+class CellLike(Protocol):
+    """The fields of a benchmark cell this package reads (bench.matrix.Cell)."""
+
+    accelerator: str
+    devices: int
+    num_nodes: int
+    strategy: str
+    precision: str
+    batch_size: int
+    lr: float
+
+
+class UnknownNameError(ValueError):
+    """A name that is not in the registry; the message lists the valid ones."""
+
+
+def _check(kind: str, name: str, valid: tuple[str, ...] | list[str]) -> str:
+    if name not in valid:
+        raise UnknownNameError(f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
+    return name
+
+
+def accelerator_name(name: str) -> str:
+    name = ACCELERATOR_ALIASES.get(name, name)
+    return _check("accelerator", name, ACCELERATORS)
+
+
+def strategy_spec(name: str) -> StrategySpec:
+    return STRATEGIES[_check("strategy", name, list(STRATEGIES))]
+
+
+def precision_name(name: str) -> str:
+    return _check("precision", name, PRECISIONS)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What this machine (or this torchrun launch) offers."""
+
+    cpu_count: int
+    cuda_devices: int
+    cuda_bf16: bool
+    deepspeed: bool
+    launched_world_size: int | None = None  # WORLD_SIZE from torchrun / SLURM, else None
+    launched_local_world_size: int | None = None  # processes per node in that launch
+
+    @property
+    def launched_nodes(self) -> int:
+        if not self.launched_world_size or not self.launched_local_world_size:
+            return 1
+        return max(1, self.launched_world_size // self.launched_local_world_size)
+
+    @classmethod
+    def detect(cls) -> Machine:
+        cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        world = os.environ.get("WORLD_SIZE")
+        local_world = os.environ.get("LOCAL_WORLD_SIZE")
+        return cls(
+            cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+            cuda_devices=cuda,
+            cuda_bf16=bool(cuda) and torch.cuda.is_bf16_supported(),
+            deepspeed=importlib.util.find_spec("deepspeed") is not None,
+            launched_world_size=int(world) if world else None,
+            launched_local_world_size=int(local_world) if local_world else None,
+        )
+
+
+def why_skipped(cell: CellLike, machine: Machine) -> str | None:
+    """None when the cell can run on ``machine``; otherwise the reason it cannot."""
+    spec = strategy_spec(cell.strategy)
+    accelerator = accelerator_name(cell.accelerator)
+    precision_name(cell.precision)
+    world = cell.devices * cell.num_nodes
+    if spec.needs_cuda and accelerator != "cuda":
+        kind = "DeepSpeed" if spec.needs_deepspeed else "FSDP"
+        return f"Lightning's {kind} strategy needs CUDA devices; it does not run on CPU"
+    if accelerator == "cuda" and machine.cuda_devices == 0:
+        return "no CUDA device on this machine"
+    if spec.needs_deepspeed and not machine.deepspeed:
+        return "deepspeed is not installed (pip install deepspeed)"
+    if accelerator == "cpu" and cell.precision == "16-mixed":
+        return ("fp16 AMP is not supported on CPU (Lightning would silently run "
+                "bf16-mixed instead)")
+    if accelerator == "cuda" and cell.precision.startswith("bf16") and not machine.cuda_bf16:
+        return "this GPU does not support bf16"
+    if not spec.lightning and world > 1:
+        return "the raw PyTorch loop runs on one device only"
+    if not spec.lightning and getattr(cell, "mode", "throughput") != "throughput":
+        return "the raw PyTorch loop measures throughput only"
+    if spec.offload and getattr(cell, "optimizer", "adam") != "adam":
+        return ("DeepSpeed offload runs its own CPU Adam; optimizer "
+                f"{getattr(cell, 'optimizer', '?')!r} would be silently replaced")
+    if machine.launched_world_size is not None:
+        if world != machine.launched_world_size or cell.num_nodes != machine.launched_nodes:
+            return (f"launched with {machine.launched_world_size} processes on "
+                    f"{machine.launched_nodes} node(s); this cell needs {cell.devices} "
+                    f"per node on {cell.num_nodes} node(s)")
+        return None
+    if cell.num_nodes > 1:
+        return "multi-node cells need a torchrun or SLURM launch on every node"
+    available = machine.cuda_devices if accelerator == "cuda" else machine.cpu_count
+    unit = "CUDA devices" if accelerator == "cuda" else "CPU cores"
+    if cell.devices > available:
+        return f"needs {cell.devices} {unit}, this machine has {available}"
+    return None
+
+
+def build_strategy(cell: CellLike) -> Any:
+    """The ``strategy=`` argument for ``lightning.Trainer``."""
+    spec = strategy_spec(cell.strategy)
+    if spec.name == "single":
+        return "auto"
+    if spec.name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # Default DDP settings: the comparison is of strategies as users run them.
+        return DDPStrategy()
+    if spec.name == "fsdp":
+        from strategies.fsdp import fsdp_strategy
+
+        return fsdp_strategy(cell.precision)
+    if spec.needs_deepspeed:
+        from strategies.deepspeed import deepspeed_strategy
+
+        return deepspeed_strategy(spec.zero_stage or 1, spec.offload, cell.precision,
+                                  lr=cell.lr, batch_size=cell.batch_size)
+    raise ValueError(f"strategy {spec.name!r} is not run through a Lightning Trainer")
+
+
+def trainer_arguments(cell: CellLike) -> dict[str, Any]:
+    """accelerator, devices, num_nodes, strategy and precision for ``Trainer(...)``."""
+    return {
+        "accelerator": accelerator_name(cell.accelerator),
+        "devices": cell.devices,
+        "num_nodes": cell.num_nodes,
+        "strategy": build_strategy(cell),
+        "precision": precision_name(cell.precision),
+    }
