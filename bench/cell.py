@@ -61,6 +61,25 @@ def threads_per_rank(cell: Cell) -> int:
     return max(1, (cores or 1) // local)
 
 
+def apply_process_settings(cell: Cell) -> dict[str, Any]:
+    """Per-process choices that change speed, set here and recorded in the record."""
+    threads = threads_per_rank(cell)
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(cell.matmul_precision)
+    # cuDNN convolutions follow the same choice as matmuls.
+    torch.backends.cudnn.allow_tf32 = cell.matmul_precision != "highest"
+    return {"num_threads": threads, "matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "channels_last": cell.channels_last, "loader_workers": loader_workers(cell)}
+
+
+def loader_workers(cell: Cell) -> int:
+    """DataLoader workers for the torchvision loader: on CUDA, 4 per rank so the GPU
+    is fed while Python transforms run; on CPU none, since workers would take cores
+    from the training threads. The other loaders do not use workers."""
+    return 4 if cell.accelerator == "cuda" and cell.loader == "torchvision" else 0
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
@@ -104,7 +123,8 @@ def run_lightning(cell: Cell, repeat: int, cell_dir: Path, data_dir: str | None,
 
     L.seed_everything(cell.seed + repeat, workers=True, verbose=False)
     model = MnistModel(lr=cell.lr, optimizer=cell.optimizer, optimizer_impl=cell.optimizer_impl)
-    datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader, seed=cell.seed + repeat)
+    datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader,
+                                 num_workers=loader_workers(cell), seed=cell.seed + repeat)
     measure, peak = MeasureCallback(cell.warmup_steps), PeakCallback(cell.precision)
     callbacks: list[L.Callback] = [measure, peak]
     target = None
@@ -114,6 +134,8 @@ def run_lightning(cell: Cell, repeat: int, cell_dir: Path, data_dir: str | None,
     # Per-step metrics always land in cells/<id>/metrics-r<repeat>/metrics.csv.
     csv = CSVLogger(str(cell_dir), name="", version=f"metrics-r{repeat}")
     trainer = build_trainer(cell, cell_dir, callbacks, [csv, *loggers], verbose)
+    if cell.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     fit_model: Any = model
     if cell.compile != "none":
         fit_model = torch.compile(model, mode=cell.compile)
@@ -147,7 +169,11 @@ def run_lightning(cell: Cell, repeat: int, cell_dir: Path, data_dir: str | None,
         "strategy": type(trainer.strategy).__name__,
         "optimizer": type(optimizer).__name__ if optimizer else None,
         "optimizer_kernel": optimizer_kernel(optimizer),
+        # fp16 needs loss scaling: torch's GradScaler (AMP) or DeepSpeed's own.
+        "grad_scaler": getattr(trainer.precision_plugin, "scaler", None) is not None,
     }
+    if hasattr(trainer.strategy, "config") and isinstance(trainer.strategy.config, dict):
+        effective["deepspeed_config"] = trainer.strategy.config
     return raw, effective, model
 
 
@@ -174,8 +200,7 @@ def run_cell(cell: Cell, repeat: int, run_dir: Path, run_id: str, data_dir: str 
     inject_fault(cell.id)
     cell_dir = run_dir / "cells" / cell.id
     cell_dir.mkdir(parents=True, exist_ok=True)
-    threads = threads_per_rank(cell)
-    torch.set_num_threads(threads)
+    choices = apply_process_settings(cell)
     record = base_record(cell, repeat, run_id, "ok")
     if strategy_spec(cell.strategy).lightning:
         logger = wandb_sink.cell_logger(cell, repeat, run_id, cell_dir, wandb_mode)
@@ -189,7 +214,7 @@ def run_cell(cell: Cell, repeat: int, run_dir: Path, run_id: str, data_dir: str 
     rank = current_rank()
     if save_weights is not None and rank == 0:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, save_weights)
-    effective |= {"num_threads": threads, "device_name": device_name(cell.accelerator),
+    effective |= choices | {"device_name": device_name(cell.accelerator),
                   "torch": version("torch"), "lightning": version("lightning")}
     record["raw"], record["effective"] = raw, effective
     record["metrics"] = derive_metrics(raw, effective["world_size"])

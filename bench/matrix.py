@@ -26,6 +26,7 @@ else:  # pragma: no cover
 
 MODES = ("throughput", "accuracy")
 COMPILE_MODES = ("none", "default", "reduce-overhead")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 class MatrixError(ValueError):
@@ -45,6 +46,8 @@ class Cell:
     batch_size: int = 64
     loader: str = "tensor"
     compile: str = "none"
+    matmul_precision: str = "highest"  # float32 matmuls: "high"/"medium" allow TF32 / bf16
+    channels_last: bool = False
     optimizer: str = "adam"
     optimizer_impl: str = "default"
     lr: float = 1e-3
@@ -64,6 +67,7 @@ class Cell:
         except ValueError as error:
             raise MatrixError(str(error)) from error
         for name, valid in (("loader", LOADERS), ("compile", COMPILE_MODES), ("mode", MODES),
+                            ("matmul_precision", MATMUL_PRECISIONS),
                             ("optimizer", OPTIMIZERS), ("optimizer_impl", OPTIMIZER_IMPLS)):
             if getattr(self, name) not in valid:
                 raise MatrixError(
@@ -89,6 +93,10 @@ class Cell:
         parts += [self.strategy, self.precision, f"bs{self.batch_size}", self.loader]
         if self.compile != "none":
             parts.append(f"compile-{self.compile}")
+        if self.matmul_precision != "highest":
+            parts.append(f"mm-{self.matmul_precision}")
+        if self.channels_last:
+            parts.append("cl")
         if self.optimizer != "adam" or self.optimizer_impl != "default":
             parts.append(f"{self.optimizer}-{self.optimizer_impl}")
         if self.mode == "accuracy":
@@ -114,7 +122,7 @@ class Cell:
 # A preset is a dict of axis lists (plus scalar settings shared by every cell).
 # Axes named in AXES are crossed; every other key is a plain Cell field.
 AXES = ("accelerator", "devices", "strategy", "precision", "batch_size", "loader", "compile",
-        "optimizer_impl", "mode")
+        "optimizer_impl", "mode", "matmul_precision", "channels_last")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # What CI runs end to end: seconds per cell on two cores.
@@ -134,6 +142,36 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "strategy": ["ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"],
                   "precision": ["bf16-mixed"], "batch_size": [256], "loader": ["device"],
                   "steps": 200, "warmup_steps": 20},
+    # Fastest honest cell per accelerator, beside the tutorial's defaults (bs 64,
+    # 32-true, torchvision loader, default Adam) and the raw-loop control.
+    "speed": {"devices": [1], "steps": 30, "warmup_steps": 5, "blocks": [
+        {"accelerator": ["cpu"], "strategy": ["single", "raw"],
+         "precision": ["32-true", "bf16-mixed", "bf16-true"], "batch_size": [256, 1024],
+         "loader": ["device"], "optimizer_impl": ["fused"]},
+        {"accelerator": ["cuda"], "strategy": ["single", "raw"],
+         "precision": ["32-true", "bf16-mixed", "bf16-true"], "matmul_precision": ["high"],
+         "batch_size": [64, 1024, 8192], "loader": ["device"], "optimizer_impl": ["fused"],
+         "compile": ["none", "default", "reduce-overhead"], "steps": 200, "warmup_steps": 30},
+        {"accelerator": ["cpu", "cuda"], "strategy": ["single", "raw"],
+         "precision": ["32-true"], "batch_size": [64], "loader": ["torchvision"],
+         "optimizer_impl": ["default"]},
+    ]},
+    # Every GPU path once, on one GPU, in a few minutes (scripts/gpu_check.sh).
+    "gpu-check": {"accelerator": ["cuda"], "devices": [1], "loader": ["device"],
+                  "optimizer_impl": ["fused"], "steps": 50, "warmup_steps": 10, "blocks": [
+        {"strategy": ["raw", "single"], "batch_size": [256],
+         "precision": ["32-true", "16-mixed", "bf16-mixed", "bf16-true"]},
+        {"strategy": ["ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2",
+                      "deepspeed_stage_3", "deepspeed_stage_2_offload",
+                      "deepspeed_stage_3_offload"],
+         "precision": ["bf16-mixed"], "batch_size": [256], "optimizer_impl": ["default"]},
+        {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [64, 8192],
+         "compile": ["none", "default", "reduce-overhead"]},
+        {"strategy": ["single"], "precision": ["32-true"], "batch_size": [64],
+         "loader": ["torchvision"], "optimizer_impl": ["default"]},
+        {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [256],
+         "mode": ["accuracy"], "target_acc": 0.98, "max_epochs": 5, "val_every_steps": 50},
+    ]},
     "accuracy": {"accelerator": ["cpu", "cuda"], "devices": [1], "strategy": ["single"],
                  "precision": ["bf16-mixed"], "batch_size": [64], "loader": ["tensor"],
                  "mode": ["accuracy"], "target_acc": 0.98, "max_epochs": 3,
@@ -183,8 +221,8 @@ def load_matrix(name_or_path: str | None) -> dict[str, Any]:
             spec = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
             raise MatrixError(f"matrix file {path} is not valid TOML: {error}") from error
-        known = {f.name for f in fields(Cell)} | set(RUN_SETTINGS)
-        unknown = set(spec) - known
+        known = {f.name for f in fields(Cell)} | set(RUN_SETTINGS) | {"blocks"}
+        unknown = set(spec).union(*(b for b in spec.get("blocks", []))) - known
         if unknown:
             raise MatrixError(f"matrix file {path}: unknown key(s) {sorted(unknown)}; "
                               f"valid: {sorted(known)}")
@@ -196,7 +234,18 @@ def load_matrix(name_or_path: str | None) -> dict[str, Any]:
 def expand(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
     """Cross the axis lists into cells, in order, without duplicates. Only
     meaningful combinations become cells: a one-device strategy (single, raw)
-    only on one device."""
+    only on one device. A spec with ``blocks`` (a list of specs, ``[[blocks]]``
+    in TOML) is the union of its blocks, each laid over the spec's other keys."""
+    if "blocks" in spec:
+        common = {k: v for k, v in spec.items() if k != "blocks"}
+        cells: list[Cell] = []
+        for block in spec["blocks"]:
+            cells += [c for c in expand(common | block, machine) if c not in cells]
+        return cells
+    return _expand_block(spec, machine)
+
+
+def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
     axes = {k: (list(v) if isinstance(v, list | tuple) else [v])
             for k, v in spec.items() if k in AXES}
     scalars = {k: v for k, v in spec.items() if k not in AXES and k not in RUN_SETTINGS}
@@ -229,10 +278,10 @@ def expand(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
 
 def apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Replace axes or settings with command-line values (already parsed into lists)."""
-    merged = dict(spec)
-    for key, value in overrides.items():
-        if value is not None:
-            merged[key] = value
+    given = {key: value for key, value in overrides.items() if value is not None}
+    merged = dict(spec) | given
+    if "blocks" in merged:  # the command line wins over every block
+        merged["blocks"] = [dict(block) | given for block in merged["blocks"]]
     return merged
 
 

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from bench.cell import loader_workers
 from bench.matrix import Cell
 from bench.measure import StepClock, flops_per_training_sample, reset_memory_peaks
 from bench.peaks import device_peak_tflops
@@ -64,11 +65,14 @@ def run_raw(cell: Cell, repeat: int, data_dir: str | None
     net: nn.Module = MnistNet()
     input_dtype = torch.bfloat16 if cell.precision == "bf16-true" else torch.float32
     net = net.to(device, input_dtype)
+    if cell.channels_last:
+        net = net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(net.parameters(), cell.optimizer, cell.lr, cell.optimizer_impl)
     scaler = torch.amp.GradScaler(device.type, enabled=cell.precision == "16-mixed")
     step_net = torch.compile(net, mode=cell.compile) if cell.compile != "none" else net
 
-    data = MnistDataModule(data_dir, cell.batch_size, cell.loader, seed=cell.seed + repeat)
+    data = MnistDataModule(data_dir, cell.batch_size, cell.loader,
+                           num_workers=loader_workers(cell), seed=cell.seed + repeat)
     data.device = device if cell.loader == "device" else torch.device("cpu")
     data.prepare_data()
     data.setup("fit")

@@ -252,6 +252,6 @@ class MnistDataModule(L.LightningDataModule):
         return DataLoader(
             data, batch_size=batch_size, shuffle=train, drop_last=train,
             num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=self.device.type == "cuda" or torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed) if train else None,
         )

@@ -1,0 +1,124 @@
+"""The README's main job, for real: the smoke matrix through `python -m bench.run`,
+real MNIST, a real single-device cell and a real 2-process DDP cell, real offline
+wandb files."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import record as rec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("results")
+    command = [sys.executable, "-m", "bench.run", "--matrix", "smoke", "--steps", "4",
+               "--warmup-steps", "1", "--wandb", "offline", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = out.iterdir()
+    return {"dir": run_dir, "stdout": done.stdout,
+            "records": list(rec.read_records(run_dir / "records.jsonl"))}
+
+
+def test_every_smoke_cell_lands_ok_with_throughput_and_accuracy(smoke_run: dict) -> None:
+    records = {r["cell_id"]: r for r in smoke_run["records"]}
+    assert set(records) == {"cpu-1x-single-32-true-bs64-tensor",
+                            "cpu-1x-single-bf16-mixed-bs64-tensor",
+                            "cpu-2x-ddp-32-true-bs64-tensor", "cpu-2x-ddp-bf16-mixed-bs64-tensor"}
+    for record in records.values():
+        rec.validate(record)
+        assert record["status"] == "ok", record["reason"]
+        assert record["metrics"]["samples_per_s"] > 0
+        assert 0.0 <= record["metrics"]["val_acc"] <= 1.0
+        assert record["metrics"]["mfu"] > 0 and record["metrics"]["peak_source"] == "calibrated"
+        assert len(record["raw"]["ranks"][0]["step_s"]) == 4
+
+
+def test_records_say_what_actually_ran(smoke_run: dict) -> None:
+    records = {r["cell_id"]: r for r in smoke_run["records"]}
+    ddp = records["cpu-2x-ddp-bf16-mixed-bs64-tensor"]
+    assert ddp["effective"]["world_size"] == 2
+    assert ddp["effective"]["global_batch_size"] == 128
+    assert ddp["effective"]["precision"] == "bf16-mixed"
+    assert ddp["effective"]["strategy"] == "DDPStrategy"
+    assert ddp["effective"]["num_threads"] >= 1
+    assert [r["rank"] for r in ddp["raw"]["ranks"]] == [0, 1]
+    single = records["cpu-1x-single-32-true-bs64-tensor"]
+    assert single["effective"]["world_size"] == 1
+    assert single["effective"]["precision"] == "32-true"
+
+
+def test_outputs_and_printed_summary(smoke_run: dict) -> None:
+    run_dir = smoke_run["dir"]
+    for name in ("env.json", "matrix.json", "summary.csv", "report.md", "report.html"):
+        assert (run_dir / name).is_file(), name
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["versions"]["torch"] and env["cpu_model"]
+    assert "cpu-2x-ddp-bf16-mixed-bs64-tensor" in smoke_run["stdout"]
+    assert "[4/4]" in smoke_run["stdout"]
+    log = run_dir / "cells" / "cpu-2x-ddp-32-true-bs64-tensor" / "log.txt"
+    assert log.is_file()
+
+
+def wandb_records(path: Path) -> list[Any]:
+    """The protobuf records of an offline .wandb file (a LevelDB-style log of 32 KiB
+    blocks, each record split into FULL/FIRST/MIDDLE/LAST chunks behind a 7-byte
+    header), read without network or the wandb service."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, position, pending, out = path.read_bytes(), 32768, 7, b"", []
+    while position + 7 <= len(data):
+        left = block - position % block
+        if left < 7:
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        position += 7
+        if kind == 0 and length == 0:
+            position += left - 7
+            continue
+        payload, position = data[position:position + length], position + length
+        if kind in (2, 3):
+            pending += payload
+            continue
+        record = pb.Record()
+        record.ParseFromString(pending + payload if kind == 4 else payload)
+        pending = b""
+        out.append(record)
+    return out
+
+
+def read_offline_run(run_file: Path) -> dict[str, Any]:
+    group, name, job, summary = None, None, None, {}
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            group, name, job = record.run.run_group, record.run.display_name, record.run.job_type
+        elif kind == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return {"group": group, "name": name, "job_type": job, "summary": summary}
+
+
+def test_offline_wandb_runs_hold_each_cells_metrics_under_the_run_id(smoke_run: dict) -> None:
+    run_dir = smoke_run["dir"]
+    runs = [read_offline_run(path) for path in run_dir.glob("**/offline-run-*/*.wandb")]
+    by_name = {run["name"]: run for run in runs}
+    for record in smoke_run["records"]:
+        run = by_name[record["cell_id"]]
+        assert run["group"] == run_dir.name
+        assert run["summary"]["samples_per_s"] == pytest.approx(
+            record["metrics"]["samples_per_s"])
+        assert run["summary"]["val_acc"] == pytest.approx(record["metrics"]["val_acc"])
+    reports = [run for run in runs if run["job_type"] == "report"]
+    assert len(reports) == 1 and reports[0]["group"] == run_dir.name

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real MNIST files and a skip for CUDA-only tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """MNIST_DATA_DIR, else ../shared/data beside the checkout. Read-only: never write there."""
+    path = Path(os.environ.get("MNIST_DATA_DIR") or DEFAULT_DATA)
+    if not (path / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"MNIST not found under {path}; set MNIST_DATA_DIR (see README)")
+    os.environ["MNIST_DATA_DIR"] = str(path)  # child processes (bench.cell) read it
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+               "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "MNIST_BENCH_INJECT_FAULT")
+
+
+@pytest.fixture
+def bench_env(data_dir: Path) -> dict[str, str]:
+    """Environment for `python -m bench.run` subprocesses: the shared data, no wandb,
+    unbuffered output, and no launcher or fault-injection variables leaking in."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    return env | {"MNIST_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled",
+                  "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from strategies.registry import (
+    PRECISIONS,
+    STRATEGIES,
+    Machine,
+    UnknownNameError,
+    strategy_spec,
+    trainer_arguments,
+    why_skipped,
+)
+
+CPU_BOX = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=True)
+ONE_GPU = Machine(cpu_count=16, cuda_devices=1, cuda_bf16=True, deepspeed=True)
+TORCHRUN_2 = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=True,
+                     launched_world_size=2, launched_local_world_size=2)
+
+
+@dataclass
+class FakeCell:
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "single"
+    precision: str = "32-true"
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    mode: str = "throughput"
+
+
+def test_the_names_users_type() -> None:
+    assert set(STRATEGIES) >= {"single", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2",
+                               "deepspeed_stage_3", "deepspeed_stage_2_offload",
+                               "deepspeed_stage_3_offload", "raw"}
+    assert PRECISIONS == ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
+
+
+@pytest.mark.parametrize("field,value,listed", [
+    ("strategy", "horovod", "deepspeed_stage_3_offload"),
+    ("precision", "fp8", "bf16-true"),
+    ("accelerator", "tpu", "cuda"),
+])
+def test_unknown_names_are_errors_listing_the_valid_ones(field: str, value: str,
+                                                         listed: str) -> None:
+    with pytest.raises(UnknownNameError, match=f"unknown {field} '{value}'; valid: .*{listed}"):
+        why_skipped(FakeCell(**{field: value}), CPU_BOX)
+
+
+@pytest.mark.parametrize("cell,machine,reason", [
+    (FakeCell(accelerator="cuda"), CPU_BOX, "no CUDA device"),
+    (FakeCell(accelerator="gpu"), CPU_BOX, "no CUDA device"),
+    (FakeCell(strategy="ddp", devices=4), CPU_BOX, "needs 4 CPU cores, this machine has 2"),
+    (FakeCell(accelerator="cuda", strategy="ddp", devices=2), ONE_GPU,
+     "needs 2 CUDA devices, this machine has 1"),
+    (FakeCell(strategy="fsdp"), CPU_BOX, "FSDP strategy needs CUDA"),
+    (FakeCell(strategy="deepspeed_stage_2"), CPU_BOX, "DeepSpeed strategy needs CUDA"),
+    (FakeCell(accelerator="cuda", strategy="deepspeed_stage_1"),
+     Machine(16, 1, True, deepspeed=False), "deepspeed is not installed"),
+    (FakeCell(precision="16-mixed"), CPU_BOX, "silently run bf16-mixed"),
+    (FakeCell(strategy="raw", mode="accuracy"), CPU_BOX, "throughput only"),
+    (FakeCell(accelerator="cuda", strategy="deepspeed_stage_2_offload", optimizer="sgd"),
+     ONE_GPU, "own CPU Adam"),
+    (FakeCell(strategy="single"), TORCHRUN_2, "launched with 2 processes"),
+    (FakeCell(strategy="ddp", devices=1, num_nodes=2), CPU_BOX, "torchrun or SLURM"),
+])
+def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
+    assert reason in (why_skipped(cell, machine) or "")
+
+
+@pytest.mark.parametrize("cell,machine", [
+    (FakeCell(), CPU_BOX),
+    (FakeCell(precision="bf16-mixed"), CPU_BOX),
+    (FakeCell(strategy="ddp", devices=2), CPU_BOX),
+    (FakeCell(strategy="raw"), CPU_BOX),
+    (FakeCell(strategy="ddp", devices=2), TORCHRUN_2),
+    (FakeCell(accelerator="cuda", strategy="deepspeed_stage_3", precision="16-mixed"), ONE_GPU),
+])
+def test_runnable_cells_have_no_reason(cell: FakeCell, machine: Machine) -> None:
+    assert why_skipped(cell, machine) is None
+
+
+def test_trainer_arguments_for_single_and_ddp() -> None:
+    from lightning.pytorch.strategies import DDPStrategy
+
+    single = trainer_arguments(FakeCell())
+    assert single == {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto",
+                      "precision": "32-true"}
+    ddp = trainer_arguments(FakeCell(strategy="ddp", devices=2, precision="bf16-mixed"))
+    assert isinstance(ddp["strategy"], DDPStrategy) and ddp["devices"] == 2
+
+
+def test_raw_is_not_a_lightning_strategy() -> None:
+    assert not strategy_spec("raw").lightning
+    with pytest.raises(ValueError, match="not run through a Lightning Trainer"):
+        trainer_arguments(FakeCell(strategy="raw"))
