@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.report import fmt, latest, load_records, records_path, render, sort_key
+from bench.report import latest, load_records, records_path, sort_key
+from bench.tables import fmt, render
 
 ALPHA = 0.05
 # (column, label): medians over ok repeats, compared as B / A.

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.record import METRIC_NAMES, read_records
+from bench.tables import LEGEND, main_table, render, short_reason
 
 NUMERIC_METRICS = tuple(m for m in METRIC_NAMES if m != "peak_source") + ("peak_mem_mb",)
 RECORD_COLUMNS = ("run_id", "cell_id", "repeat", "repeat_seed", "status", "reason", "world_size",
@@ -276,82 +277,6 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}img{{max-width:10
 <p>{"<br>".join(map(esc, LEGEND))}</p>
 <h2>Not run ({len(skipped)})</h2>{skipped_html}<h2>Plots</h2>{images}</body></html>
 """
-
-
-# ---- terminal / markdown tables -------------------------------------------------------------
-LEGEND = ("n: ok repeats (of all repeats); samples/s: global, median [min-max] over repeats",
-          "speedup: vs the 1-device 32-true single cell (same accelerator and batch size)",
-          "scaling: throughput(N devices) / (N x throughput(1 device)); MFU: achieved / peak",
-          "peak MB: allocated on CUDA, process RSS on CPU; '-': not measured")
-
-LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present")
-
-
-def fmt(value: Any, kind: str = "num") -> str:
-    """Numbers with about three significant digits; '-' for missing."""
-    if value is None or pd.isna(value):
-        return "-"
-    if kind == "pct":
-        pct = value * 100
-        if abs(pct) >= 1 or pct == 0:
-            return f"{pct:.1f}%"
-        return f"{pct:.2f}%" if abs(pct) >= 0.1 else f"{pct:.2g}%"
-    if kind == "x":
-        return f"{value:.2f}x"
-    mag = abs(value)
-    digits = 0 if mag >= 100 or mag == 0 else 1 if mag >= 10 else 2 if mag >= 0.1 else 4
-    return f"{value:,.{digits}f}"
-
-
-def main_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The cells that ran, as display strings; columns nobody measured are dropped."""
-    ran = summary[summary["n"] > 0] if len(summary) else summary
-    rows = []
-    for r in ran.to_dict("records"):
-        spread = (f" [{fmt(r['samples_per_s_min'])}-{fmt(r['samples_per_s_max'])}]"
-                  if r["n"] > 1 else "")
-        rows.append({
-            "cell": r["cell_id"], "status": r["status"],
-            "n": str(r["n"]) if r["n"] == r["n_total"] else f"{r['n']}/{r['n_total']}",
-            "samples/s": fmt(r["samples_per_s"]) + spread,
-            "/device": fmt(r["samples_per_s_per_device"]), "speedup": fmt(r["speedup"], "x"),
-            "scaling": fmt(r["scaling_eff"], "pct"), "step p50 ms": fmt(r["step_ms_p50"]),
-            "data wait": fmt(r["data_wait_frac"], "pct"), "MFU": fmt(r["mfu"], "pct"),
-            "peak MB": fmt(r["peak_mem_mb"]), "val acc": fmt(r["val_acc"], "pct"),
-            "test acc": fmt(r["test_acc"], "pct"), "to target s": fmt(r["time_to_target_s"]),
-        })
-    table = pd.DataFrame(rows, columns=None if rows else ["cell", "status", "n", "samples/s"])
-    keep = ["cell", "status", "n", "samples/s"]
-    return table[[c for c in table.columns if c in keep or (table[c] != "-").any()]]
-
-
-def short_reason(reason: Any, width: int = 120) -> str:
-    """First non-empty line (tracebacks end with the useful one), cut to ``width``."""
-    lines = [line.strip() for line in str(reason or "").splitlines() if line.strip()]
-    text = (lines[-1] if lines and lines[0].startswith("Traceback") else lines[0]) if lines else ""
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def render(table: pd.DataFrame, markdown: bool = False) -> str:
-    """A plain aligned table for terminals, or a GitHub markdown table."""
-    cells = [[str(c) for c in table.columns]] + [
-        ["-" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in row]
-        for row in table.itertuples(index=False)]
-    if markdown:
-        cells = [[c.replace("|", "\\|") for c in row] for row in cells]
-    if len(cells) == 1:
-        return "(no rows)"
-    # Markdown needs at least three dashes per column rule.
-    widths = [max(3 * markdown, *(len(row[i]) for row in cells)) for i in range(len(cells[0]))]
-    # Words read best left-aligned, numbers right-aligned so that digits line up.
-    left = [i == 0 or table.columns[i] in LEFT_COLUMNS for i in range(len(widths))]
-    lines = [[c.ljust(w) if lf else c.rjust(w) for c, w, lf in zip(row, widths, left, strict=True)]
-             for row in cells]
-    if markdown:
-        rule = ["-" * w if lf else "-" * (w - 1) + ":" for w, lf in zip(widths, left, strict=True)]
-        return "\n".join("| " + " | ".join(r) + " |" for r in [lines[0], rule, *lines[1:]])
-    rule = ["-" * w for w in widths]
-    return "\n".join("  ".join(r).rstrip() for r in [lines[0], rule, *lines[1:]])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from bench import report
+from bench import report, tables
 from bench.record import METRIC_NAMES, validate
 
 
@@ -145,16 +145,16 @@ def test_not_run_lists_reasons(run_dir: Path) -> None:
     table = report.not_run(report.load_records(run_dir))
     assert list(table["cell_id"]) == [DDP2, FAILED, SKIPPED]
     assert list(table["status"]) == ["timeout", "failed", "skipped"]
-    assert report.short_reason(table.loc[1, "reason"]) == "ImportError: deepspeed is not installed"
+    assert tables.short_reason(table.loc[1, "reason"]) == "ImportError: deepspeed is not installed"
 
 
 def test_main_table_format(run_dir: Path) -> None:
-    table = report.main_table(report.summarize(report.load_records(run_dir)))
+    table = tables.main_table(report.summarize(report.load_records(run_dir)))
     row = table.set_index("cell").loc[DDP2]
     assert row["samples/s"] == "180 [170-190]"
     assert (row["n"], row["speedup"], row["scaling"]) == ("3/4", "2.25x", "90.0%")
     assert SKIPPED not in set(table["cell"])  # listed under "not run" instead
-    text = report.render(table)
+    text = tables.render(table)
     assert text.splitlines()[0].startswith("cell")
 
 
