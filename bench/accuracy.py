@@ -11,7 +11,7 @@ import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from bench.matrix import Cell
-from bench.measure import MeasureCallback
+from bench.measure import MeasureCallback, validating_inside_fit
 
 
 class StopAtTarget(L.Callback):
@@ -26,7 +26,7 @@ class StopAtTarget(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         clock = self.measure.clock
-        if trainer.sanity_checking or not trainer.training or clock is None:
+        if not validating_inside_fit(trainer) or clock is None:
             return
         metrics = trainer.callback_metrics
         val_acc, val_loss = float(metrics["val_acc"]), float(metrics["val_loss"])

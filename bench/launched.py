@@ -23,9 +23,19 @@ from bench import record as rec
 from bench.cell import base_record, is_out_of_memory, run_cell
 from bench.plan import RunPlan
 from bench.rundir import RunDirError, create_run_dir, open_resume
+from strategies.registry import slurm_launched
 
 
 def init_process_group() -> None:
+    """Join the launch's process group (env:// rendezvous). Under srun the torchrun
+    variables are filled in from SLURM, as Lightning's SLURMEnvironment reads them."""
+    if "WORLD_SIZE" not in os.environ and slurm_launched():
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        slurm = SLURMEnvironment()
+        os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port),
+                          WORLD_SIZE=str(slurm.world_size()), RANK=str(slurm.global_rank()),
+                          LOCAL_RANK=str(slurm.local_rank()))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():

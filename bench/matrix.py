@@ -60,6 +60,12 @@ class Cell:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = expected[str(f.type)]
+            if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
+                raise MatrixError(f"{f.name} must be {f.type}, got {value!r}")
         try:
             object.__setattr__(self, "accelerator", accelerator_name(self.accelerator))
             strategy_spec(self.strategy)
@@ -216,7 +222,8 @@ def load_matrix(name_or_path: str | None) -> dict[str, Any]:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise MatrixError(f"matrix file {path} does not exist")
+            what = "is a directory, not a TOML file" if path.is_dir() else "does not exist"
+            raise MatrixError(f"matrix file {path} {what}")
         try:
             spec = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
@@ -253,6 +260,7 @@ def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
         scalars["num_nodes"] = machine.launched_nodes
     names = list(axes)
     cells: list[Cell] = []
+    one_device_only: set[str] = set()
     for combination in itertools.product(*(axes[name] for name in names)):
         values = dict(zip(names, combination, strict=True)) | scalars
         if values.get("devices") == "auto":
@@ -268,11 +276,14 @@ def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
             except TypeError as error:  # e.g. a string where a number belongs
                 raise MatrixError(f"bad matrix value: {error}") from error
             if not strategy_spec(cell.strategy).multi_device and cell.world_size > 1:
+                one_device_only.add(cell.strategy)
                 continue
             if cell not in cells:
                 cells.append(cell)
     if not cells:
-        raise MatrixError("the matrix is empty after expansion")
+        detail = (f": the one-device strategies ({', '.join(sorted(one_device_only))}) get no "
+                  "cell when every device count is above 1" if one_device_only else "")
+        raise MatrixError(f"the matrix is empty after expansion{detail}")
     return cells
 
 

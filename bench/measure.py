@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -110,6 +111,12 @@ def reset_memory_peaks(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def validating_inside_fit(trainer: L.Trainer) -> bool:
+    """True in a validation that interrupts training. (``trainer.training`` is False
+    there: Lightning sets the stage to VALIDATING; the function is still fit.)"""
+    return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+
+
 class MeasureCallback(L.Callback):
     """Feeds a :class:`StepClock` from Lightning's hooks; gathers every rank's raw
     values to all ranks at the end of training (``self.ranks``)."""
@@ -135,11 +142,11 @@ class MeasureCallback(L.Callback):
         self.clock.step_done(loss, len(batch[1]))
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.clock is not None and trainer.training:
+        if self.clock is not None and validating_inside_fit(trainer):
             self.clock.pause()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.clock is not None and trainer.training:
+        if self.clock is not None and validating_inside_fit(trainer):
             self.clock.resume()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -69,7 +69,9 @@ def build_plan(args: argparse.Namespace, wandb_mode: str) -> RunPlan:
     overrides = {key: getattr(args, flag) for flag, key in AXIS_FLAGS.items()}
     overrides |= {flag: getattr(args, flag) for flag in SETTING_FLAGS}
     spec = apply_overrides(spec, overrides)
-    repeats = args.repeats if args.repeats is not None else int(spec.get("repeats", 1))
+    repeats = args.repeats if args.repeats is not None else spec.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool):
+        raise MatrixError(f"repeats must be an integer, got {repeats!r}")
     if repeats < 1:
         raise MatrixError(f"--repeats must be at least 1, got {repeats}")
     plan = RunPlan(new_run_id(), expand(spec, machine), repeats, machine, wandb_mode)

@@ -67,10 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Interrupted(Exception):
-    pass
-
-
 def run_isolated(plan: RunPlan, run_dir: Path, args: argparse.Namespace) -> bool:
     """Run every pending (cell, repeat) in a child process. False when interrupted."""
     records_path = run_dir / "records.jsonl"
@@ -78,12 +74,12 @@ def run_isolated(plan: RunPlan, run_dir: Path, args: argparse.Namespace) -> bool
     stop_requested = False
 
     def on_signal(signum: int, frame: Any) -> None:
+        # Only flag it (and stop a running cell): raising here could land in the middle
+        # of append_record and lose the record of a cell that had just finished.
         nonlocal stop_requested
         stop_requested = True
         if "proc" in current:
             current["proc"].stop()
-        else:
-            raise Interrupted
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     durations: list[float] = []
@@ -102,13 +98,15 @@ def run_isolated(plan: RunPlan, run_dir: Path, args: argparse.Namespace) -> bool
                 eta = eta_text(durations, plan.runnable_left(index - 1))
                 print(f"[{index}/{total}] {cell.id}{repeat_text(plan, repeat)}  running{eta}",
                       flush=True)
-                current["proc"] = CellProcess(cell, repeat, options)
-                record = current.pop("proc").run()
+                # Registered for the whole run(), so that a signal stops this cell.
+                proc = current["proc"] = CellProcess(cell, repeat, options)
+                if stop_requested:  # a signal between the check above and here
+                    break
+                record = proc.run()
+                del current["proc"]
                 durations.append(time.perf_counter() - started)
             rec.append_record(records_path, record)
             print(progress_line(index, total, plan, cell, repeat, record), flush=True)
-    except Interrupted:
-        pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -155,6 +153,9 @@ def finish(run_dir: Path, plan: RunPlan) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.cell_timeout is not None and not args.cell_timeout > 0:
+            raise ValueError(f"--cell-timeout must be a positive number of seconds, "
+                             f"got {args.cell_timeout:g}")
         wandb_mode = resolve_mode(args.wandb)
         plan = build_plan(args, wandb_mode)
         if args.dry_run:

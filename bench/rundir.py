@@ -70,16 +70,25 @@ def open_resume(run_dir: Path, plan: RunPlan) -> Path:
                           "so it is not a bench.run results directory")
     if not os.access(run_dir, os.W_OK):
         raise RunDirError(f"cannot resume {run_dir}: not writable")
-    stored = json.loads(matrix_path.read_text())
-    stored_cells = [Cell.from_dict(cell) for cell in stored["cells"]]
-    if plan.cells and (plan.cells != stored_cells or plan.repeats != stored["repeats"]):
+    try:  # a damaged file is one clear error naming it, not a bare JSON/key error
+        stored = json.loads(matrix_path.read_text())
+        stored_cells = [Cell.from_dict(cell) for cell in stored["cells"]]
+        repeats = int(stored["repeats"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunDirError(f"cannot resume {run_dir}: its matrix.json is unreadable "
+                          f"({type(error).__name__}: {error})") from None
+    if plan.cells and (plan.cells != stored_cells or plan.repeats != repeats):
         raise RunDirError(
             f"cannot resume {run_dir} with a different matrix: "
             f"{describe_difference(stored_cells, plan.cells)}. Run `--resume {run_dir}` "
             "without matrix arguments to finish it as it was, or start a new run.")
-    plan.cells, plan.repeats = stored_cells, int(stored["repeats"])
+    try:
+        records = list(rec.read_records(records_path))
+    except ValueError as error:
+        raise RunDirError(f"cannot resume {run_dir}: its records.jsonl has a damaged line "
+                          f"({error})") from None
+    plan.cells, plan.repeats = stored_cells, repeats
     plan.run_id = run_dir.name
-    records = list(rec.read_records(records_path))
     kept = [r for r in records if r["status"] == "ok"]
     superseded = [r for r in records if r["status"] != "ok"]
     if superseded:

@@ -83,6 +83,13 @@ def precision_name(name: str) -> str:
     return _check("precision", name, PRECISIONS)
 
 
+def slurm_launched() -> bool:
+    """True in a process started by ``srun`` (as Lightning's SLURMEnvironment decides)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return "SLURM_NTASKS" in os.environ and SLURMEnvironment.detect()
+
+
 @dataclass(frozen=True)
 class Machine:
     """What this machine (or this torchrun launch) offers."""
@@ -105,6 +112,10 @@ class Machine:
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         world = os.environ.get("WORLD_SIZE")
         local_world = os.environ.get("LOCAL_WORLD_SIZE")
+        if world is None and slurm_launched():
+            world = os.environ["SLURM_NTASKS"]
+            # e.g. "4" or "4(x2)": tasks per node, the same on every node here
+            local_world = os.environ.get("SLURM_NTASKS_PER_NODE", world).split("(")[0]
         return cls(
             cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count() or 1,

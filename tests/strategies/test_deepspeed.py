@@ -182,6 +182,8 @@ class FakeCell:
     num_nodes: int
     strategy: str
     precision: str
+    batch_size: int = 32
+    lr: float = 0.005
 
 
 @pytest.mark.parametrize("name", DEEPSPEED_NAMES)
@@ -197,6 +199,9 @@ def test_registry_trainer_arguments(name: str) -> None:
     assert strategy.config["zero_optimization"]["stage"] == stage
     assert "bf16" in strategy.config and "fp16" not in strategy.config  # same as the Trainer's
     assert ("optimizer" in strategy.config) is offload
+    assert strategy.config["train_micro_batch_size_per_gpu"] == 32  # the cell's batch size
+    if offload:
+        assert strategy.config["optimizer"]["params"]["lr"] == 0.005  # the cell's lr
 
 
 # deepspeed.initialize on DeepSpeed's CPU accelerator (gloo, one process), in a child
