@@ -9,6 +9,7 @@ with the reason (bench.plan / strategies.registry).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
 import os
 import sys
@@ -26,7 +27,7 @@ from bench.rundir import RunDirError, create_run_dir, open_resume
 from strategies.registry import slurm_launched
 
 
-def init_process_group() -> None:
+def init_process_group(timeout_s: float) -> None:
     """Join the launch's process group (env:// rendezvous). Under srun the torchrun
     variables are filled in from SLURM, as Lightning's SLURMEnvironment reads them."""
     if "WORLD_SIZE" not in os.environ and slurm_launched():
@@ -37,7 +38,10 @@ def init_process_group() -> None:
                           WORLD_SIZE=str(slurm.world_size()), RANK=str(slurm.global_rank()),
                           LOCAL_RANK=str(slurm.local_rank()))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # No child processes to kill here: a collective that waits longer than a
+        # cell may take fails instead, and that rank's cell is recorded as failed.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=dt.timedelta(seconds=timeout_s))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -50,9 +54,9 @@ def release_memory() -> None:
 
 
 def run_launched(plan: RunPlan, args: argparse.Namespace) -> int:
-    from bench.run import finish, progress_line
+    from bench.run import DEFAULT_TIMEOUT_S, finish, progress_line
 
-    init_process_group()
+    init_process_group(args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
     rank = dist.get_rank()
     shared: list[object] = [None]
     if rank == 0:

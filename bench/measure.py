@@ -61,7 +61,8 @@ class StepClock:
             self.losses.append(loss.detach())
 
     def pause(self) -> None:
-        self._paused_at = time.perf_counter()
+        if self._paused_at is None:  # a second pause does not restart the paused interval
+            self._paused_at = time.perf_counter()
 
     def resume(self) -> None:
         if self._paused_at is not None:
@@ -119,7 +120,9 @@ def validating_inside_fit(trainer: L.Trainer) -> bool:
 
 class MeasureCallback(L.Callback):
     """Feeds a :class:`StepClock` from Lightning's hooks; gathers every rank's raw
-    values to all ranks at the end of training (``self.ranks``)."""
+    values to all ranks at the end of training (``self.ranks``). The clock is paused
+    from the start of a validation inside fit to the next training batch, so the
+    validation and what follows it (checkpointing, early stopping) are not counted."""
 
     def __init__(self, warmup_steps: int) -> None:
         self.warmup_steps = warmup_steps
@@ -133,6 +136,9 @@ class MeasureCallback(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         assert self.clock is not None
+        # Resumed here, not at on_validation_end: Lightning calls ModelCheckpoint's
+        # on_validation_end (writing a checkpoint) after every other callback's.
+        self.clock.resume()
         self.clock.batch_ready()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -145,12 +151,9 @@ class MeasureCallback(L.Callback):
         if self.clock is not None and validating_inside_fit(trainer):
             self.clock.pause()
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.clock is not None and validating_inside_fit(trainer):
-            self.clock.resume()
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.clock is not None
+        self.clock.resume()  # training may stop right after a validation
         self.clock.finish()
         self.ranks = gather(self.clock.rank_record(trainer.global_rank))
 

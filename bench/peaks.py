@@ -86,12 +86,24 @@ def calibrate_cpu_tflops(dtype: torch.dtype, size: int = 2048, seconds: float = 
     return best / 1e12
 
 
+def tf32_matmul_allowed() -> bool:
+    """Whether float32 CUDA matmuls may run in TF32. On torch >= 2.9 this reads the new
+    ``fp32_precision`` setting: reading the legacy ``allow_tf32`` raises a RuntimeError
+    once anything has used the new API."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision is None:  # torch < 2.9
+        return bool(matmul.allow_tf32) or torch.get_float32_matmul_precision() != "highest"
+    if precision == "none":  # inherits the global setting
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    return precision == "tf32"
+
+
 def device_peak_tflops(device: torch.device, precision: str) -> tuple[float | None, str]:
     """Peak of one device (one rank) for ``precision``'s compute dtype, and its source."""
     dtype = compute_dtype(precision)
     if device.type == "cuda":
-        tf32 = torch.backends.cuda.matmul.allow_tf32 or \
-            torch.get_float32_matmul_precision() != "highest"
+        tf32 = tf32_matmul_allowed()
         return table_peak_tflops(torch.cuda.get_device_name(device), dtype, tf32)
     if device.type == "cpu":
         return calibrate_cpu_tflops(dtype), "calibrated"
