@@ -21,7 +21,14 @@ from typing import Any
 import pandas as pd
 
 from bench.record import METRIC_NAMES, read_records
-from bench.tables import LEGEND, main_table, render, short_reason
+from bench.tables import (
+    FASTEST_LEGEND,
+    LEGEND,
+    fastest_table,
+    main_table,
+    render,
+    short_reason,
+)
 
 NUMERIC_METRICS = tuple(m for m in METRIC_NAMES if m != "peak_source") + ("peak_mem_mb",)
 RECORD_COLUMNS = ("run_id", "cell_id", "repeat", "repeat_seed", "status", "reason", "world_size",
@@ -94,7 +101,9 @@ def sort_key(row: dict[str, Any]) -> tuple:
     for field in ("accelerator", "strategy", "precision"):
         value, order = row.get(field), ORDER[field]
         key += [order.index(value) if value in order else len(order), str(value)]
-    return (*key, row.get("total_devices") or 0, str(row.get("cell_id")))
+    batch = row.get("batch_size")
+    return (*key, row.get("total_devices") or 0, batch if isinstance(batch, int | float) else 0,
+            str(row.get("cell_id")))
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -198,7 +207,7 @@ def write_report(run_dir: str | Path) -> str:
     if importlib.util.find_spec("pyarrow") is not None:
         flat.to_parquet(run_dir / "records.parquet", index=False)
     pngs = plots.make_plots(df, summary, run_dir / "plots")
-    table = main_table(summary)
+    table, best = main_table(summary), fastest_table(summary)
     skipped_view = skipped.assign(reason=skipped["reason"].map(short_reason))
     env = env_summary(run_dir, df)
     baselines = summary["baseline_cell_id"].dropna().unique() if len(summary) else []
@@ -207,14 +216,18 @@ def write_report(run_dir: str | Path) -> str:
           render(table, markdown=True) if len(table) else "No cell produced a measurement.", "",
           *(f"- {line}" for line in LEGEND),
           f"- baseline cells: {', '.join(baselines) or 'none (no 1-device 32-true single cell)'}",
-          "",
+          "", "## Fastest cells", "",
+          render(best, markdown=True) if len(best) else "No cell produced a measurement.", "",
+          *(f"- {line}" for line in FASTEST_LEGEND), "",
           f"## Not run ({len(skipped)})", "",
           render(skipped_view, markdown=True) if len(skipped) else "Every cell ran.", "",
           "## Plots", "", *([f"![{p.stem}](plots/{p.name})\n" for p in pngs]
                                   or ["Nothing to plot."])]
     (run_dir / "report.md").write_text("\n".join(md) + "\n")
     (run_dir / "report.html").write_text(_html(title, env, table, skipped_view, pngs))
-    return render(table) if len(table) else "No cell produced a measurement."
+    if not len(table):
+        return "No cell produced a measurement."
+    return render(table) + ("\n\nFastest cells:\n" + render(best) if len(best) > 0 else "")
 
 
 def env_summary(run_dir: Path, df: pd.DataFrame) -> list[tuple[str, str]]:

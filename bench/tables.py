@@ -12,7 +12,7 @@ LEGEND = ("n: ok repeats (of all repeats); samples/s: global, median [min-max] o
           "scaling: throughput(N devices) / (N x throughput(1 device)); MFU: achieved / peak",
           "peak MB: allocated on CUDA, process RSS on CPU; '-': not measured")
 
-LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present")
+LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "accelerator")
 
 
 def fmt(value: Any, kind: str = "num") -> str:
@@ -82,3 +82,39 @@ def render(table: pd.DataFrame, markdown: bool = False) -> str:
     return "\n".join("  ".join(r).rstrip() for r in [lines[0], rule, *lines[1:]])
 
 
+
+
+FASTEST_LEGEND = (
+    "roofline: samples/s at the peak FLOP/s (peak / FLOPs per sample); MFU is the fraction",
+    "vs tutorial: against the tutorial's defaults (1 device, single, 32-true, bs 64, "
+    "torchvision loader, default Adam) on the same accelerator, when the run has that cell",
+)
+TUTORIAL_DEFAULTS = {"devices": 1, "num_nodes": 1, "strategy": "single", "precision": "32-true",
+                     "batch_size": 64, "loader": "torchvision", "optimizer": "adam",
+                     "optimizer_impl": "default", "compile": "none", "mode": "throughput"}
+
+
+def fastest_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per accelerator: the fastest cell, and the fastest 32-true cell, against the
+    roofline and against the tutorial's defaults."""
+    ran = summary[(summary["n"] > 0) & summary["samples_per_s"].notna()] if len(summary) \
+        else summary
+    rows = []
+    for accelerator, cells in ran.groupby("accelerator", sort=False):
+        tutorial = cells
+        for field, value in TUTORIAL_DEFAULTS.items():
+            tutorial = tutorial[tutorial[field] == value] if field in tutorial else tutorial[:0]
+        reference = tutorial["samples_per_s"].max() if len(tutorial) else None
+        picks = {"fastest": cells, "fastest 32-true": cells[cells["precision"] == "32-true"]}
+        for label, pool in picks.items():
+            if not len(pool):
+                continue
+            best = pool.loc[pool["samples_per_s"].idxmax()]
+            flops, peak = best.get("flops_per_sample"), best.get("peak_tflops")
+            roofline = peak * 1e12 / flops if flops and peak and flops == flops else None
+            rows.append({"accelerator": accelerator, "pick": label, "cell": best["cell_id"],
+                         "samples/s": fmt(best["samples_per_s"]), "MFU": fmt(best["mfu"], "pct"),
+                         "roofline samples/s": fmt(roofline),
+                         "vs tutorial": fmt(best["samples_per_s"] / reference, "x")
+                         if reference else "-"})
+    return pd.DataFrame(rows)

@@ -8,10 +8,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fakes import FakeCell
 
 from strategies.deepspeed import PRECISION_SECTIONS, deepspeed_config, deepspeed_strategy
 from strategies.registry import STRATEGIES, trainer_arguments
@@ -175,15 +175,6 @@ def test_strategy_builds_on_cpu_and_carries_the_config(name: str) -> None:
     assert strategy.zero_stage_3 is (stage == 3)
 
 
-@dataclass(frozen=True)
-class FakeCell:
-    accelerator: str
-    devices: int
-    num_nodes: int
-    strategy: str
-    precision: str
-    batch_size: int = 32
-    lr: float = 0.005
 
 
 @pytest.mark.parametrize("name", DEEPSPEED_NAMES)
@@ -191,7 +182,7 @@ def test_registry_trainer_arguments(name: str) -> None:
     pytest.importorskip("deepspeed")
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
-    args = trainer_arguments(FakeCell("gpu", 2, 1, name, "bf16-mixed"))
+    args = trainer_arguments(FakeCell("gpu", 2, 1, name, "bf16-mixed", batch_size=32, lr=0.005))
     strategy = args.pop("strategy")
     assert args == {"accelerator": "cuda", "devices": 2, "num_nodes": 1, "precision": "bf16-mixed"}
     assert isinstance(strategy, DeepSpeedStrategy)

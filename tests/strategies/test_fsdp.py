@@ -3,11 +3,10 @@ real model, and mixed precision coming from Lightning's plugin."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
 import pytest
 import torch
+from fakes import FakeCell
 from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
@@ -99,13 +98,6 @@ def test_trainer_refuses_fsdp_on_cpu() -> None:
                   logger=False, enable_checkpointing=False)
 
 
-@dataclass(frozen=True)
-class FakeCell:
-    accelerator: str
-    devices: int
-    num_nodes: int
-    strategy: str
-    precision: str
 
 
 def test_registry_trainer_arguments() -> None:

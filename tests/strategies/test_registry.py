@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from fakes import FakeCell
 
 from strategies.registry import (
     PRECISIONS,
@@ -20,17 +19,6 @@ TORCHRUN_2 = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=Tru
                      launched_world_size=2, launched_local_world_size=2)
 
 
-@dataclass
-class FakeCell:
-    accelerator: str = "cpu"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "single"
-    precision: str = "32-true"
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    mode: str = "throughput"
 
 
 def test_the_names_users_type() -> None:
