@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
+import statistics
 import sys
 import time
 import traceback
@@ -29,9 +29,11 @@ from bench.measure import (
     MeasureCallback,
     derive_metrics,
     flops_per_training_sample,
+    gather,
     reset_memory_peaks,
 )
 from bench.peaks import device_peak_tflops
+from bench.settings import apply_process_settings, loader_workers
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel, MnistNet, optimizer_kernel
 from strategies.registry import strategy_spec, trainer_arguments
@@ -52,32 +54,6 @@ def base_record(cell: Cell, repeat: int, run_id: str, status: str,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": None, "log": f"cells/{cell.id}/log.txt",
     }
-
-
-def threads_per_rank(cell: Cell) -> int:
-    """CPU ranks split the cores so that DDP processes do not oversubscribe them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local = cell.devices if cell.accelerator == "cpu" else 1
-    return max(1, (cores or 1) // local)
-
-
-def apply_process_settings(cell: Cell) -> dict[str, Any]:
-    """Per-process choices that change speed, set here and recorded in the record."""
-    threads = threads_per_rank(cell)
-    torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(cell.matmul_precision)
-    # cuDNN convolutions follow the same choice as matmuls.
-    torch.backends.cudnn.allow_tf32 = cell.matmul_precision != "highest"
-    return {"num_threads": threads, "matmul_precision": torch.get_float32_matmul_precision(),
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "channels_last": cell.channels_last, "loader_workers": loader_workers(cell)}
-
-
-def loader_workers(cell: Cell) -> int:
-    """DataLoader workers for the torchvision loader: on CUDA, 4 per rank so the GPU
-    is fed while Python transforms run; on CPU none, since workers would take cores
-    from the training threads. The other loaders do not use workers."""
-    return 4 if cell.accelerator == "cuda" and cell.loader == "torchvision" else 0
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -147,9 +123,9 @@ def run_lightning(cell: Cell, repeat: int, cell_dir: Path, data_dir: str | None,
     raw["peak_source"] = peak.source
     raw["flops_per_sample"] = flops_per_training_sample(MnistNet)
     if cell.compile != "none" and raw["ranks"][0]["warmup_step_s"]:
-        first = raw["ranks"][0]["warmup_step_s"][0]
-        steady = sorted(raw["ranks"][0]["step_s"])[len(raw["ranks"][0]["step_s"]) // 2]
-        raw["compile_s"] = max(0.0, first - steady)
+        # Compilation happens in the first step: its excess over a steady step.
+        rank0 = raw["ranks"][0]
+        raw["compile_s"] = max(0.0, rank0["warmup_step_s"][0] - statistics.median(rank0["step_s"]))
     if target is not None:
         raw |= target.result()
         results = trainer.test(fit_model, datamodule=datamodule, verbose=verbose)
@@ -178,8 +154,6 @@ def run_lightning(cell: Cell, repeat: int, cell_dir: Path, data_dir: str | None,
 
 
 def gather_peaks(peak: float | None) -> list[float | None]:
-    from bench.measure import gather
-
     return [item["peak"] for item in gather({"peak": peak})]
 
 

@@ -12,10 +12,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from bench.cell import loader_workers
 from bench.matrix import Cell
 from bench.measure import StepClock, flops_per_training_sample, reset_memory_peaks
 from bench.peaks import device_peak_tflops
+from bench.settings import loader_workers
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistNet, build_optimizer, optimizer_kernel
 

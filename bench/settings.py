@@ -1,0 +1,38 @@
+"""Per-process choices derived from a cell that change speed: threads per rank,
+TF32, DataLoader workers. Set by both the Lightning cell and the raw loop, and
+recorded in the record's ``effective`` block."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from bench.matrix import Cell
+
+
+def threads_per_rank(cell: Cell) -> int:
+    """CPU ranks split the cores so that DDP processes do not oversubscribe them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local = cell.devices if cell.accelerator == "cpu" else 1
+    return max(1, (cores or 1) // local)
+
+
+def apply_process_settings(cell: Cell) -> dict[str, Any]:
+    """Per-process choices that change speed, set here and recorded in the record."""
+    threads = threads_per_rank(cell)
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(cell.matmul_precision)
+    # cuDNN convolutions follow the same choice as matmuls.
+    torch.backends.cudnn.allow_tf32 = cell.matmul_precision != "highest"
+    return {"num_threads": threads, "matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "channels_last": cell.channels_last, "loader_workers": loader_workers(cell)}
+
+
+def loader_workers(cell: Cell) -> int:
+    """DataLoader workers for the torchvision loader: on CUDA, 4 per rank so the GPU
+    is fed while Python transforms run; on CPU none, since workers would take cores
+    from the training threads. The other loaders do not use workers."""
+    return 4 if cell.accelerator == "cuda" and cell.loader == "torchvision" else 0
