@@ -1,80 +1,203 @@
-"""The record of one (cell, repeat): its schema, and safe reading and writing.
+"""The record of one (cell, repeat), the run directory's paths, and safe reading
+and writing. This module is the only code that builds records.
 
-A record holds the raw per-rank timings; every statistic is derived from them
-by :func:`bench.measure.derive_metrics`, so a reader can always recompute.
+A record keeps the raw per-rank values; every statistic is derived from them
+(bench.measure.derive when the cell ends, bench.analyze when reading), so a
+reader can always recompute. On disk a record is one JSON object:
 
-    {
-      "schema": 1,
-      "run_id": "20261127-101500-host-ab12",
-      "cell_id": "cpu-2x-ddp-bf16-mixed-bs64-tensor",
-      "cell": {... every Cell field as asked ...},
-      "repeat": 0, "seed": 0,             # seed = cell.seed + repeat
-      "status": "ok" | "skipped" | "failed" | "timeout" | "interrupted",
-      "reason": null | "why it did not run, or how it failed",
-      "effective": {"precision", "world_size", "global_batch_size", "strategy",
-                    "accelerator", "device_name", "num_threads", ...},
-      "raw": {"ranks": [{"rank", "samples", "window_s", "step_s": [...],
-                         "data_wait_s": [...], "warmup_step_s": [...],
-                         "loss": [...], "peak_mem_alloc_mb", "peak_mem_reserved_mb",
-                         "peak_rss_mb", "peak_tflops"}, ...],
-              "flops_per_sample", "peak_source", "compile_s", ...},
-      "metrics": {METRIC_NAMES -> number | null},
-      "env_key": {"hostname", "device", "torch", "lightning"},
-      "started_at": ISO-8601 UTC, "wall_s": seconds the cell took,
-      "log": "cells/<cell-id>/log.txt" (relative to the run directory)
-    }
+    {"schema": 1, "run_id", "cell_id", "cell": {every Cell field as asked},
+     "repeat", "seed" (= cell.seed + repeat), "status", "reason",
+     "effective": {what actually ran: precision, world_size, strategy class, ...},
+     "raw": {"ranks": [RankRaw, ...], "flops_per_sample", "peak_source", ...},
+     "metrics": {bench.metrics.STORED_NAMES -> number | null},
+     "env_key": {"hostname", "device", "torch", "lightning"},
+     "started_at": ISO-8601 UTC, "wall_s", "log": "cells/<cell-id>/log.txt"}
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from bench.matrix import Cell
+from bench.metrics import STORED_NAMES
+
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "skipped", "failed", "timeout", "interrupted")
-METRIC_NAMES = (
-    "samples_per_s",
-    "samples_per_s_per_device",
-    "step_ms_p50",
-    "step_ms_p90",
-    "step_ms_p99",
-    "data_wait_frac",
-    "flops_per_sample",
-    "achieved_tflops",
-    "mfu",
-    "peak_tflops",
-    "peak_source",
-    "peak_mem_alloc_mb",
-    "peak_mem_reserved_mb",
-    "peak_rss_mb",
-    "val_acc",
-    "val_loss",
-    "test_acc",
-    "test_loss",
-    "time_to_target_s",
-    "steps_to_target",
-    "compile_s",
-    "wall_s",
-)
+
+
+class Status(str, Enum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+OOM_REASON = "oom"  # the reason of a failed record whose cell ran out of memory
+
+
+@dataclass
+class RankRaw:
+    """One rank's raw values: the warm-up apart from the measured window."""
+
+    rank: int
+    step_s: list[float]
+    data_wait_s: list[float]
+    samples: int
+    window_s: float
+    warmup_step_s: list[float] = field(default_factory=list)
+    warmup_data_wait_s: list[float] = field(default_factory=list)
+    loss: list[float | None] = field(default_factory=list)  # warm-up and window, in order
+    peak_mem_alloc_mb: float | None = None
+    peak_mem_reserved_mb: float | None = None
+    peak_rss_mb: float | None = None
+    peak_tflops: float | None = None
+
+
+@dataclass
+class Raw:
+    """The raw values of a cell: per rank, plus what the whole cell measured once."""
+
+    ranks: list[RankRaw] = field(default_factory=list)
+    flops_per_sample: float | None = None
+    peak_source: str | None = None
+    compile_s: float | None = None
+    val_acc: float | None = None
+    val_loss: float | None = None
+    test_acc: float | None = None
+    test_loss: float | None = None
+    time_to_target_s: float | None = None
+    steps_to_target: int | None = None
+    target_acc: float | None = None
+    val_curve: list[dict[str, float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; empty optional values are left out, as schema 1 wrote them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Raw:
+        known = {f.name for f in fields(cls)}
+        ranks = [RankRaw(**rank) for rank in data.get("ranks") or []]
+        return cls(**{k: v for k, v in data.items() if k in known and k != "ranks"}, ranks=ranks)
+
+
+@dataclass
+class Record:
+    run_id: str
+    cell_id: str
+    cell: dict[str, Any]
+    repeat: int
+    seed: int
+    status: Status
+    reason: str | None
+    env_key: dict[str, Any]
+    started_at: str
+    log: str
+    effective: dict[str, Any] = field(default_factory=dict)
+    raw: Raw = field(default_factory=Raw)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def new(cls, cell: Cell, repeat: int, run_id: str, status: Status, env_key: dict[str, Any],
+            reason: str | None = None) -> Record:
+        """A record of ``cell`` with nothing measured yet (skipped, failed, or to be filled)."""
+        return cls(run_id=run_id, cell_id=cell.id, cell=cell.to_dict(), repeat=repeat,
+                   seed=cell.seed + repeat, status=Status(status), reason=reason,
+                   env_key=dict(env_key), log=RunDir.cell_log_relative(cell.id),
+                   started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return data | {"status": self.status.value, "raw": self.raw.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        """A record read back; raises ValueError when it does not follow the schema."""
+        validate(data)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**values | {"status": Status(data["status"]),
+                               "raw": Raw.from_dict(data.get("raw") or {})})
+
+
 REQUIRED_KEYS = ("schema", "run_id", "cell_id", "cell", "repeat", "seed", "status", "reason",
                  "effective", "raw", "metrics", "env_key", "started_at", "wall_s")
 
 
 def validate(record: dict[str, Any]) -> None:
-    """Raise ValueError when ``record`` does not follow the schema."""
+    """Raise ValueError when ``record`` (its JSON form) does not follow the schema."""
     missing = [key for key in REQUIRED_KEYS if key not in record]
     if missing:
         raise ValueError(f"record lacks {', '.join(missing)}")
     if record["schema"] != SCHEMA_VERSION:
         raise ValueError(f"record schema {record['schema']}, this reader knows {SCHEMA_VERSION}")
-    if record["status"] not in STATUSES:
-        raise ValueError(f"record status {record['status']!r} not one of {STATUSES}")
-    unknown = set(record["metrics"]) - set(METRIC_NAMES)
+    statuses = [s.value for s in Status]
+    if record["status"] not in statuses:
+        raise ValueError(f"record status {record['status']!r} not one of {statuses}")
+    unknown = set(record["metrics"]) - set(STORED_NAMES)
     if unknown:
         raise ValueError(f"record has unknown metrics {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory (README "Where results go")."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def records(self) -> Path:
+        return self.path / "records.jsonl"
+
+    @property
+    def superseded(self) -> Path:
+        return self.path / "records.superseded.jsonl"
+
+    @property
+    def env(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def matrix(self) -> Path:
+        return self.path / "matrix.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    def cell_dir(self, cell_id: str) -> Path:
+        return self.path / "cells" / cell_id
+
+    def cell_log(self, cell_id: str) -> Path:
+        return self.path / self.cell_log_relative(cell_id)
+
+    @staticmethod
+    def cell_log_relative(cell_id: str) -> str:
+        return f"cells/{cell_id}/log.txt"
+
+    def cell_record(self, cell_id: str, repeat: int) -> Path:
+        """Where a cell's process leaves its record for the orchestrator."""
+        return self.cell_dir(cell_id) / f"record-r{repeat}.json"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -87,10 +210,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def append_record(records_path: Path, record: dict[str, Any]) -> None:
+def write_record(path: Path, record: Record) -> None:
+    write_json_atomic(path, record.to_dict())
+
+
+def read_record(path: Path) -> Record:
+    return Record.from_dict(json.loads(path.read_text()))
+
+
+def append_record(records_path: Path, record: Record) -> None:
     """Append one line and fsync it. The orchestrator is the only writer of the file."""
-    validate(record)
-    line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+    data = record.to_dict()
+    validate(data)
+    line = json.dumps(data, default=str, separators=(",", ":")) + "\n"
     with open(records_path, "a") as handle:
         handle.write(line)
         handle.flush()
@@ -98,7 +230,8 @@ def append_record(records_path: Path, record: dict[str, Any]) -> None:
 
 
 def read_records(records_path: Path) -> Iterator[dict[str, Any]]:
-    """Every complete record; a torn last line (a crash mid-write) is skipped."""
+    """Every complete record as its JSON form; a torn last line (a crash mid-write)
+    is skipped."""
     with open(records_path) as handle:
         for line in handle:
             if not line.endswith("\n"):

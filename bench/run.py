@@ -1,29 +1,31 @@
 """``python -m bench.run --matrix [NAME|FILE.toml]``: run a benchmark matrix.
 
-Each cell runs in its own child process (see bench.isolate); under torchrun
-every rank walks the matrix in process instead (see bench.launched). Records
-are appended to results/<run-id>/records.jsonl as cells finish, then the
-report is written.
+Each cell runs in its own child process (bench.orchestrate.local); under
+torchrun every rank walks the matrix in process instead
+(bench.orchestrate.launched). Records are appended to
+results/<run-id>/records.jsonl as cells finish, then the report is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from bench import record as rec
-from bench.cell import base_record
-from bench.isolate import CellOptions, CellProcess
-from bench.matrix import Cell, MatrixError
-from bench.plan import RunPlan, build_plan, print_plan
-from bench.rundir import RunDirError, create_run_dir, open_resume
-from bench.wandb_sink import report_run, resolve_mode
-
-DEFAULT_TIMEOUT_S = {"throughput": 900.0, "accuracy": 3600.0}
+from bench.execute.wandb_sink import report_run, resolve_mode
+from bench.matrix import MatrixError
+from bench.orchestrate.plan import (
+    DEFAULT_TIMEOUT_S,
+    RunPlan,
+    make_plan,
+    new_run_id,
+    print_plan,
+    requested_matrix,
+)
+from bench.orchestrate.rundir import RunDirError, create_run_dir, open_resume
+from bench.record import RunDir
+from strategies.registry import Machine
 
 
 def csv_list(kind: type) -> Any:
@@ -67,87 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_isolated(plan: RunPlan, run_dir: Path, args: argparse.Namespace) -> bool:
-    """Run every pending (cell, repeat) in a child process. False when interrupted."""
-    records_path = run_dir / "records.jsonl"
-    current: dict[str, CellProcess] = {}
-    stop_requested = False
-
-    def on_signal(signum: int, frame: Any) -> None:
-        # Only flag it (and stop a running cell): raising here could land in the middle
-        # of append_record and lose the record of a cell that had just finished.
-        nonlocal stop_requested
-        stop_requested = True
-        if "proc" in current:
-            current["proc"].stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    durations: list[float] = []
-    try:
-        total = len(plan.pending)
-        for index, (cell, repeat, reason) in enumerate(plan.pending, start=1):
-            if stop_requested:
-                break
-            started = time.perf_counter()
-            if reason is not None:
-                record = base_record(cell, repeat, plan.run_id, "skipped", reason)
-            else:
-                timeout = args.cell_timeout or DEFAULT_TIMEOUT_S[cell.mode]
-                options = CellOptions(run_dir, plan.run_id, args.data_dir, plan.wandb_mode,
-                                      args.verbose, timeout)
-                eta = eta_text(durations, plan.runnable_left(index - 1))
-                print(f"[{index}/{total}] {cell.id}{repeat_text(plan, repeat)}  running{eta}",
-                      flush=True)
-                # Registered for the whole run(), so that a signal stops this cell.
-                proc = current["proc"] = CellProcess(cell, repeat, options)
-                if stop_requested:  # a signal between the check above and here
-                    break
-                record = proc.run()
-                del current["proc"]
-                durations.append(time.perf_counter() - started)
-            rec.append_record(records_path, record)
-            print(progress_line(index, total, plan, cell, repeat, record), flush=True)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return not stop_requested
-
-
-def repeat_text(plan: RunPlan, repeat: int) -> str:
-    return f" (repeat {repeat + 1}/{plan.repeats})" if plan.repeats > 1 else ""
-
-
-def eta_text(durations: list[float], runnable_left: int) -> str:
-    if not durations or runnable_left <= 0:
-        return ""
-    left = sum(durations) / len(durations) * runnable_left
-    return f"  (ETA {left / 60:.1f} min)" if left >= 60 else f"  (ETA {left:.0f} s)"
-
-
-def progress_line(index: int, total: int, plan: RunPlan, cell: Cell, repeat: int,
-                  record: dict[str, Any]) -> str:
-    status = record["status"]
-    line = f"[{index}/{total}] {cell.id}{repeat_text(plan, repeat)}  {status}"
-    if status == "ok":
-        line += f"  {record['metrics']['samples_per_s']:.0f} samples/s"
-        if record["metrics"].get("val_acc") is not None:
-            line += f"  val_acc {record['metrics']['val_acc']:.4f}"
-        line += f"  {record['wall_s']:.0f} s"
-    elif record["reason"]:
-        line += f"  {record['reason'].splitlines()[0]}"
-    return line
-
-
-def finish(run_dir: Path, plan: RunPlan) -> None:
+def finish(run_dir: RunDir, plan: RunPlan) -> None:
     """Write the report of whatever finished, print its table, log the report run."""
-    from bench.report import load_records, summarize, write_report
+    from bench.analyze.load import load_records
+    from bench.analyze.report import write_report
+    from bench.analyze.summary import summarize
 
-    if not (run_dir / "records.jsonl").exists():
+    if not run_dir.records.exists():
         return
-    print(write_report(run_dir))
-    print(f"\nresults: {run_dir}  (report.md, summary.csv, records.jsonl)")
-    plots = sorted((run_dir / "plots").glob("*.png"))
-    report_run(run_dir, plan.run_id, summarize(load_records(run_dir)), plots, plan.wandb_mode)
+    print(write_report(run_dir.path))
+    print(f"\nresults: {run_dir.path}  (report.md, summary.csv, records.jsonl)")
+    plots = sorted(run_dir.plots.glob("*.png"))
+    report_run(run_dir.path, plan.run_id, summarize(load_records(run_dir.path)), plots,
+               plan.wandb_mode)
+
+
+def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
+             ) -> tuple[RunDir, RunPlan]:
+    """A new run directory and its plan, or the resumed run's."""
+    asked = requested_matrix(args, machine)
+    if args.resume is not None:
+        return open_resume(args.resume, asked, machine, wandb_mode)
+    assert asked is not None  # only a bare --resume asks for no matrix
+    plan = make_plan(new_run_id(), asked, machine, wandb_mode)
+    return create_run_dir(args.out, plan), plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,24 +102,31 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--cell-timeout must be a positive number of seconds, "
                              f"got {args.cell_timeout:g}")
         wandb_mode = resolve_mode(args.wandb)
-        plan = build_plan(args, wandb_mode)
+        machine = Machine.detect()
         if args.dry_run:
-            print_plan(plan)
+            asked = requested_matrix(args, machine)
+            if asked is None:
+                raise ValueError("--dry-run lists a matrix: give --matrix (a bare --resume "
+                                 "runs the matrix.json of the run it resumes)")
+            print_plan(make_plan("dry-run", asked, machine, wandb_mode))
             return 0
-        if plan.launched:
-            from bench.launched import run_launched
+        if machine.launched_world_size is not None:
+            from bench.orchestrate.launched import run_launched
 
-            return run_launched(plan, args)
-        run_dir = open_resume(args.resume, plan) if args.resume else \
-            create_run_dir(args.out, plan)
+            run_launched(lambda: open_run(args, machine, wandb_mode), finish, args.data_dir,
+                         args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
+            return 0
+        run_dir, plan = open_run(args, machine, wandb_mode)
     except (MatrixError, RunDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir}", flush=True)
-    completed = run_isolated(plan, run_dir, args)
+    print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
+    from bench.orchestrate.local import run_local
+
+    completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout)
     finish(run_dir, plan)
     if not completed:
-        print(f"interrupted; finish it with: python -m bench.run --resume {run_dir}",
+        print(f"interrupted; finish it with: python -m bench.run --resume {run_dir.path}",
               file=sys.stderr)
         return 130
     return 0

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-LOADERS = ("torchvision", "tensor", "device", "synthetic")
+from mnist_core.choices import LOADERS
+
 MEAN, STD = 0.5, 0.5
 TRAIN_SIZE, VAL_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
 SPLIT_SEED = 42  # the train/val split is the same on every rank and every run

@@ -9,11 +9,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-OPTIMIZERS = ("adam", "sgd")
-# How the optimizer step is computed: torch's default choice, the multi-tensor
-# ("foreach") kernels, or the single fused kernel. "fused" is the fastest where
-# torch has it; the choice is a matrix axis so its effect is a measured row.
-OPTIMIZER_IMPLS = ("default", "foreach", "fused")
+from mnist_core.choices import OPTIMIZER_IMPLS, OPTIMIZERS
 
 
 class MnistNet(nn.Module):

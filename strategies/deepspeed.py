@@ -87,34 +87,42 @@ def deepspeed_config(
         config["train_micro_batch_size_per_gpu"] = batch_size
 
     if offload:
-        pinned_cpu = {"device": "cpu", "pin_memory": True}
-        zero["offload_optimizer"] = dict(pinned_cpu)
-        if stage == 3:
-            zero["offload_param"] = dict(pinned_cpu)
-        # The optimizer must come from this config: DeepSpeed builds DeepSpeedCPUAdam
-        # for type "Adam" when the optimizer is offloaded to CPU (and torch_adam is
-        # false). A client optimizer from configure_optimizers (torch Adam) under
-        # offload raises ZeRORuntimeException while zero_force_ds_cpu_optimizer is
-        # true, which we keep (its default) so a slow path cannot sneak in. With an
-        # optimizer here Lightning skips configure_optimizers entirely, so the
-        # module's optional StepLR scheduler does not run in offload cells.
-        config["zero_force_ds_cpu_optimizer"] = True
-        config["optimizer"] = {
-            "type": "Adam",
-            "params": {
-                "lr": lr,
-                "betas": [0.9, 0.999],
-                "eps": 1e-8,
-                "weight_decay": 0.0,
-                # DeepSpeed's "Adam" is AdamW unless told otherwise; the model uses
-                # torch.optim.Adam (coupled L2, here zero anyway).
-                "adam_w_mode": False,
-                "torch_adam": False,
-            },
-        }
+        config |= offload_sections(zero, stage, lr)
     # Without offload there is no "optimizer" section: Lightning then calls the
     # LightningModule's configure_optimizers (torch Adam, optional StepLR) and hands
     # that optimizer to deepspeed.initialize, which wraps it in the ZeRO optimizer.
+    return config
+
+
+def offload_sections(zero: dict[str, Any], stage: int, lr: float) -> dict[str, Any]:
+    """Move the optimizer state (and on stage 3 the parameters) to pinned CPU memory in
+    ``zero``; return the top-level sections that offloading needs."""
+    config: dict[str, Any] = {}
+    pinned_cpu = {"device": "cpu", "pin_memory": True}
+    zero["offload_optimizer"] = dict(pinned_cpu)
+    if stage == 3:
+        zero["offload_param"] = dict(pinned_cpu)
+    # The optimizer must come from this config: DeepSpeed builds DeepSpeedCPUAdam
+    # for type "Adam" when the optimizer is offloaded to CPU (and torch_adam is
+    # false). A client optimizer from configure_optimizers (torch Adam) under
+    # offload raises ZeRORuntimeException while zero_force_ds_cpu_optimizer is
+    # true, which we keep (its default) so a slow path cannot sneak in. With an
+    # optimizer here Lightning skips configure_optimizers entirely, so the
+    # module's optional StepLR scheduler does not run in offload cells.
+    config["zero_force_ds_cpu_optimizer"] = True
+    config["optimizer"] = {
+        "type": "Adam",
+        "params": {
+            "lr": lr,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+            "weight_decay": 0.0,
+            # DeepSpeed's "Adam" is AdamW unless told otherwise; the model uses
+            # torch.optim.Adam (coupled L2, here zero anyway).
+            "adam_w_mode": False,
+            "torch_adam": False,
+        },
+    }
     return config
 
 

@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import torch
-
 ACCELERATORS = ("cpu", "cuda")
 ACCELERATOR_ALIASES = {"gpu": "cuda"}
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
@@ -109,6 +107,8 @@ class Machine:
 
     @classmethod
     def detect(cls) -> Machine:
+        import torch  # here, not at the top: naming and checking cells needs no torch
+
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
         world = os.environ.get("WORLD_SIZE")
         local_world = os.environ.get("LOCAL_WORLD_SIZE")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -41,3 +43,18 @@ def bench_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     return env | {"MNIST_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled",
                   "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def execute_cell(data_dir: Path) -> Callable[..., dict[str, Any]]:
+    """Run one cell in this process through ``bench.execute`` (as a torchrun rank does)
+    and return its record as written to disk."""
+    from bench.execute.lifecycle import ExecuteOptions, execute
+    from bench.record import RunDir
+
+    def run(cell: Any, run_dir: Path, save_weights: Path | None = None,
+            repeat: int = 0) -> dict[str, Any]:
+        options = ExecuteOptions("test", str(data_dir), save_weights=save_weights)
+        return execute(cell, repeat, RunDir(Path(run_dir)), options).to_dict()
+
+    return run

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from bench.raw_loop import autocast_for
+from bench.execute.backends.raw import autocast_for
 from mnist_core.model import MnistNet, build_optimizer
 
 BATCH = 64

@@ -1,0 +1,67 @@
+"""Records on disk -> one pandas row per record. The analysis layer reads records
+only through here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.metrics import NUMERIC_NAMES, STORED_NAMES
+from bench.record import RunDir, read_records
+
+# Top-level record fields whose column is renamed so that a cell field keeps its plain name.
+RENAMED = {"seed": "repeat_seed", "wall_s": "record_wall_s"}
+# effective.* columns that keep a plain name; every other one is effective_<key>.
+EFFECTIVE_PLAIN = ("world_size", "global_batch_size")
+RECORD_COLUMNS = ("run_id", "cell_id", "repeat", "repeat_seed", "status", "reason", "world_size",
+                  "global_batch_size", "effective_precision", "started_at", "record_wall_s", "log")
+
+
+def records_path(path: str | Path) -> Path:
+    """A run directory or a records.jsonl file -> the records file."""
+    path = Path(path)
+    return RunDir(path).records if path.is_dir() else path
+
+
+def _column(name: str) -> str:
+    """'cell.batch_size' -> 'batch_size', 'env_key.torch' -> 'env_torch', ..."""
+    block, _, key = name.partition(".")
+    if not key:
+        return RENAMED.get(block, block)
+    if block in ("cell", "metrics"):
+        return key
+    if block == "env_key":
+        return f"env_{key}"
+    if block == "effective":
+        return key if key in EFFECTIVE_PLAIN else f"effective_{key}"
+    return name
+
+
+def load_records(path: str | Path) -> pd.DataFrame:
+    """One row per record: record fields, cell fields, env_key (env_*), effective
+    (effective_*), stored metrics, and the raw values as a dict column ``raw``."""
+    records = list(read_records(records_path(path)))
+    raws = [record.pop("raw", None) or {} for record in records]
+    for record in records:  # a nested effective value (a DeepSpeed config) stays one cell
+        record["effective"] = {k: v if not isinstance(v, dict) else str(v)
+                               for k, v in (record.get("effective") or {}).items()}
+    df = pd.json_normalize(records, max_level=1) if records else pd.DataFrame()
+    df = df.rename(columns=_column)
+    for name in (*RECORD_COLUMNS, *STORED_NAMES):
+        if name not in df:
+            df[name] = None
+    df["raw"] = pd.Series(raws, index=df.index, dtype=object)
+    for name in (*(n for n in NUMERIC_NAMES if n in STORED_NAMES), "world_size",
+                 "global_batch_size"):
+        df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
+    # The memory a user cares about: what the allocator held on CUDA, the process RSS on CPU.
+    on_cuda = df.get("accelerator", pd.Series(index=df.index, dtype=object)).eq("cuda")
+    df["peak_mem_mb"] = df["peak_mem_alloc_mb"].where(on_cuda & df["peak_mem_alloc_mb"].notna(),
+                                                      df["peak_rss_mb"])
+    return df
+
+
+def latest(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep the last record per (cell, repeat): a resumed run appends a newer one."""
+    return df.drop_duplicates(["cell_id", "repeat"], keep="last")

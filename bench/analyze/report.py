@@ -1,0 +1,150 @@
+"""One run's report: summary.csv, records.csv, report.md and report.html, plots.
+
+The markdown and the HTML are rendered from the same list of sections (the same
+pandas frames), so both always carry the same tables.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.analyze.load import load_records
+from bench.analyze.summary import not_run, summarize
+from bench.analyze.tables import (
+    FASTEST_LEGEND,
+    LEGEND,
+    fastest_table,
+    main_table,
+    render,
+    short_reason,
+)
+from bench.record import RunDir
+
+# (label, key in env.json as written by bench.measure.env.capture_env, nested keys dotted)
+ENV_LINES = (("host", "hostname"), ("OS", "os"), ("CPU", "cpu_model"), ("GPUs", "gpus"),
+             ("GPU driver", "gpu_driver"), ("CUDA (torch build)", "cuda"), ("python", "python"),
+             ("torch", "versions.torch"), ("lightning", "versions.lightning"), ("git", "git_sha"))
+
+
+@dataclass
+class Section:
+    title: str
+    table: pd.DataFrame
+    empty: str  # what to say when the table has no rows
+    notes: list[str] = field(default_factory=list)
+
+
+def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame) -> list[Section]:
+    table, best = main_table(summary), fastest_table(summary)
+    baselines = summary["baseline_cell_id"].dropna().unique() if len(summary) else []
+    skipped_view = skipped.assign(reason=skipped["reason"].map(short_reason))
+    return [
+        Section("Results", table, "No cell produced a measurement.", [
+            *LEGEND, "baseline cells: " + (", ".join(baselines)
+                                           or "none (no 1-device 32-true single cell)")]),
+        Section("Fastest cells", best, "No cell produced a measurement.", list(FASTEST_LEGEND)),
+        Section(f"Not run ({len(skipped)})", skipped_view, "Every cell ran."),
+    ]
+
+
+def write_report(run_dir: str | Path) -> str:
+    """Write summary.csv, records.csv(.parquet), report.md/.html and plots; return the
+    terminal table."""
+    from bench.analyze import plots  # matplotlib is only needed when writing files
+
+    path = Path(run_dir)
+    paths = RunDir(path.parent if path.is_file() else path)
+    df = load_records(paths.path)
+    summary, skipped = summarize(df), not_run(df)
+    summary.to_csv(paths.path / "summary.csv", index=False)
+    flat = df.drop(columns=["raw"])
+    flat.to_csv(paths.path / "records.csv", index=False)
+    if importlib.util.find_spec("pyarrow") is not None:
+        flat.to_parquet(paths.path / "records.parquet", index=False)
+    pngs = plots.make_plots(df, summary, paths.plots)
+    sections = report_sections(summary, skipped)
+    env = env_summary(paths, df)
+    title = f"mnist-bench report: {paths.run_id}"
+    (paths.path / "report.md").write_text(_markdown(title, env, sections, pngs))
+    (paths.path / "report.html").write_text(_html(title, env, sections, pngs))
+    results, fastest = sections[0].table, sections[1].table
+    if not len(results):
+        return "No cell produced a measurement."
+    return render(results) + ("\n\nFastest cells:\n" + render(fastest) if len(fastest) else "")
+
+
+def _markdown(title: str, env: list[tuple[str, str]], sections: list[Section],
+              pngs: list[Path]) -> str:
+    lines = [f"# {title}", "", *(f"- **{k}**: {v}" for k, v in env), ""]
+    for section in sections:
+        lines += [f"## {section.title}", "",
+                  render(section.table, markdown=True) if len(section.table) else section.empty,
+                  ""]
+        if section.notes:
+            lines += [*(f"- {note}" for note in section.notes), ""]
+    lines += ["## Plots", "", *([f"![{p.stem}](plots/{p.name})\n" for p in pngs]
+                                or ["Nothing to plot."])]
+    return "\n".join(lines) + "\n"
+
+
+def _html(title: str, env: list[tuple[str, str]], sections: list[Section],
+          pngs: list[Path]) -> str:
+    esc = html.escape
+    body = [f"<h1>{esc(title)}</h1>",
+            "<ul>" + "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in env) + "</ul>"]
+    for section in sections:
+        body.append(f"<h2>{esc(section.title)}</h2>")
+        body.append(section.table.style.hide(axis="index").to_html() if len(section.table)
+                    else f"<p>{esc(section.empty)}</p>")
+        if section.notes:
+            body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in section.notes) + "</ul>")
+    body.append("<h2>Plots</h2>")
+    body += [f'<figure><img alt="{esc(p.stem)}" src="data:image/png;base64,'
+             f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in pngs]
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+             "font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             "img{max-width:100%}")
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def env_summary(run_dir: RunDir, df: pd.DataFrame) -> list[tuple[str, str]]:
+    """Short (label, value) lines from env.json, falling back to the records' env_key."""
+    try:
+        env = pd.json_normalize(json.loads(run_dir.env.read_text())).iloc[0].to_dict()
+    except (OSError, ValueError):
+        env = {}
+    lines = []
+    for label, key in ENV_LINES:
+        value = env.get(key)
+        if key == "gpus" and value == []:
+            value = "none"
+        if value is not None and value not in ("", []):
+            dirty = " (uncommitted changes)" if label == "git" and env.get("git_dirty") else ""
+            lines.append((label, _env_value(value) + dirty))
+    # Without env.json the records still say where they ran (env_key).
+    for label, column in (("host", "env_hostname"), ("device", "env_device"),
+                          ("torch", "env_torch"), ("lightning", "env_lightning")):
+        if not env and column in df and df[column].notna().any():
+            lines.append((label, ", ".join(map(str, df[column].dropna().unique()))))
+    counts = df.drop_duplicates(["cell_id", "repeat"], keep="last")["status"].value_counts()
+    lines.append(("records", ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"))
+    if not env:
+        lines.append(("note", "env.json missing or unreadable"))
+    return lines
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, list):  # e.g. 8 identical GPU names -> "8 x NVIDIA H100"
+        names = [v.get("name", str(v)) if isinstance(v, dict) else str(v) for v in value]
+        return ", ".join(f"{names.count(n)} x {n}" if names.count(n) > 1 else n
+                         for n in dict.fromkeys(names))
+    return str(value)

@@ -1,0 +1,69 @@
+"""The Lightning backend: the prepared workload through ``lightning.Trainer``, as a
+user runs it, with the measuring callbacks attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+
+from bench.execute.backends.accuracy import accuracy_callbacks
+from bench.execute.workload import LoopResult, Workload, compiled
+from bench.matrix import Cell
+from bench.measure.hooks import MeasureCallback, PeakCallback, gather
+from strategies.registry import trainer_arguments
+
+
+def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], loggers: list[Any],
+                  verbose: bool) -> L.Trainer:
+    common: dict[str, Any] = dict(
+        **trainer_arguments(cell), callbacks=callbacks, logger=loggers,
+        enable_progress_bar=verbose, enable_model_summary=verbose, num_sanity_val_steps=0,
+        default_root_dir=str(cell_dir), log_every_n_steps=10, deterministic=False,
+    )
+    if cell.mode == "throughput":
+        # Fixed steps; no validation inside fit (it is not training time), one after.
+        return L.Trainer(max_steps=cell.warmup_steps + cell.steps, max_epochs=-1,
+                         check_val_every_n_epoch=None, val_check_interval=10**9,
+                         enable_checkpointing=False, **common)
+    return L.Trainer(max_epochs=cell.max_epochs, check_val_every_n_epoch=None,
+                     val_check_interval=cell.val_every_steps, **common)
+
+
+def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -> LoopResult:
+    cell, repeat = workload.cell, workload.repeat
+    measure, peak = MeasureCallback(cell.warmup_steps), PeakCallback(cell.precision)
+    callbacks: list[L.Callback] = [measure, peak]
+    target = None
+    if cell.mode == "accuracy":
+        extra, target = accuracy_callbacks(cell, cell_dir, measure)
+        callbacks += extra
+    # Per-step metrics always land in cells/<id>/metrics-r<repeat>/metrics.csv.
+    csv = CSVLogger(str(cell_dir), name="", version=f"metrics-r{repeat}")
+    trainer = build_trainer(cell, cell_dir, callbacks, [csv, *loggers], verbose)
+    fit_model = compiled(workload.model, cell)
+    trainer.fit(fit_model, datamodule=workload.datamodule)
+
+    ranks = measure.ranks
+    for rank_raw, rank_peak in zip(ranks, gather(peak.peak_tflops), strict=True):
+        rank_raw.peak_tflops = rank_peak
+    outcome: dict[str, Any] = {}
+    if target is not None:
+        outcome |= target.result()
+        results = trainer.test(fit_model, datamodule=workload.datamodule, verbose=verbose)
+    else:
+        results = trainer.validate(fit_model, datamodule=workload.datamodule, verbose=verbose)
+    outcome |= {key: float(value) for key, value in (results[0] if results else {}).items()}
+    if target is not None:
+        outcome |= {"val_acc": target.best_val_acc, "val_loss": target.last_val_loss}
+    extra: dict[str, Any] = {}
+    if hasattr(trainer.strategy, "config") and isinstance(trainer.strategy.config, dict):
+        extra["deepspeed_config"] = trainer.strategy.config
+    return LoopResult(
+        ranks=ranks, peak_source=peak.source, precision=str(trainer.precision),
+        world_size=trainer.world_size, strategy=type(trainer.strategy).__name__,
+        optimizer=trainer.optimizers[0] if trainer.optimizers else None,
+        grad_scaler=getattr(trainer.precision_plugin, "scaler", None) is not None,
+        outcome=outcome, extra_effective=extra)

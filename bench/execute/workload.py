@@ -1,0 +1,101 @@
+"""What every backend trains, prepared once: process settings, seed, model,
+data, memory format; and the parts of a record that every backend fills the
+same way. A backend (bench.execute.backends) owns only its training loop."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+
+from bench.execute.settings import apply_process_settings, loader_workers
+from bench.matrix import Cell
+from bench.measure.env import device_name, version
+from bench.measure.flops import flops_per_training_sample
+from bench.record import RankRaw, Raw
+from mnist_core.data import MnistDataModule
+from mnist_core.model import MnistModel, MnistNet
+
+
+@dataclass
+class Workload:
+    """The model and data of one (cell, repeat), seeded and set up for its process."""
+
+    cell: Cell
+    repeat: int
+    model: MnistModel
+    datamodule: MnistDataModule
+    settings: dict[str, Any]  # per-process choices, recorded in ``effective``
+
+    @property
+    def seed(self) -> int:
+        return self.cell.seed + self.repeat
+
+
+def prepare(cell: Cell, repeat: int, data_dir: str | None) -> Workload:
+    """Settings, seed, then the model (its weights depend only on the seed) and data.
+    Both backends train ``model.net`` from here, so their first steps are identical."""
+    settings = apply_process_settings(cell)
+    L.seed_everything(cell.seed + repeat, workers=True, verbose=False)
+    model = MnistModel(lr=cell.lr, optimizer=cell.optimizer, optimizer_impl=cell.optimizer_impl)
+    if cell.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader,
+                                 num_workers=loader_workers(cell), seed=cell.seed + repeat)
+    return Workload(cell, repeat, model, datamodule, settings)
+
+
+def compiled(module: torch.nn.Module, cell: Cell) -> Any:
+    """``module`` under ``torch.compile`` in the cell's mode, or itself when not compiling."""
+    return torch.compile(module, mode=cell.compile) if cell.compile != "none" else module
+
+
+@dataclass
+class LoopResult:
+    """What a backend's loop measured and ran; the rest of the record is built from it."""
+
+    ranks: list[RankRaw]
+    peak_source: str
+    precision: str  # the precision that actually ran, as the backend resolved it
+    world_size: int
+    strategy: str  # the class or loop that trained
+    optimizer: torch.optim.Optimizer | None
+    grad_scaler: bool  # fp16 loss scaling: torch's GradScaler or DeepSpeed's own
+    outcome: dict[str, Any] = field(default_factory=dict)  # val/test values, accuracy curve
+    extra_effective: dict[str, Any] = field(default_factory=dict)
+
+
+def build_raw(workload: Workload, result: LoopResult) -> Raw:
+    cell = workload.cell
+    raw = Raw(ranks=result.ranks, peak_source=result.peak_source,
+              flops_per_sample=flops_per_training_sample(MnistNet), **result.outcome)
+    rank0 = result.ranks[0] if result.ranks else None
+    if cell.compile != "none" and rank0 is not None and rank0.warmup_step_s and rank0.step_s:
+        # Compilation happens in the first step: its excess over a steady step.
+        raw.compile_s = max(0.0, rank0.warmup_step_s[0] - statistics.median(rank0.step_s))
+    return raw
+
+
+def build_effective(workload: Workload, result: LoopResult) -> dict[str, Any]:
+    """What actually ran: the same keys for every backend."""
+    from mnist_core.model import optimizer_kernel
+
+    cell, optimizer = workload.cell, result.optimizer
+    return {
+        "accelerator": cell.accelerator,
+        "precision": result.precision,
+        "world_size": result.world_size,
+        "global_batch_size": cell.batch_size * result.world_size,
+        "strategy": result.strategy,
+        "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+        "optimizer_kernel": optimizer_kernel(optimizer),
+        "grad_scaler": result.grad_scaler,
+        **workload.settings,
+        "device_name": device_name(cell.accelerator),
+        "torch": version("torch"),
+        "lightning": version("lightning"),
+        **result.extra_effective,
+    }

@@ -1,0 +1,54 @@
+"""The stored metrics of a record, derived from its raw values (bench.metrics
+declares each one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.record import Raw
+
+
+def _percentile_ms(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q) * 1000) if values else None
+
+
+def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> dict[str, Any]:
+    """Every throughput, MFU and memory metric, computed from the raw per-rank values.
+
+    Global samples/s = samples summed over ranks / the slowest rank's window, so
+    DDP is neither double-counted nor flattered by a fast rank."""
+    ranks = raw.ranks
+    metrics: dict[str, Any] = {}
+    if ranks:
+        window = max(r.window_s for r in ranks)
+        samples = sum(r.samples for r in ranks)
+        per_s = samples / window if window > 0 else None
+        steps = [s for r in ranks for s in r.step_s]
+        waits = [sum(r.data_wait_s) / r.window_s for r in ranks if r.window_s > 0]
+        metrics |= {
+            "samples_per_s": per_s,
+            "samples_per_s_per_device": per_s / world_size if per_s else None,
+            "step_ms_p50": _percentile_ms(steps, 50),
+            "step_ms_p90": _percentile_ms(steps, 90),
+            "step_ms_p99": _percentile_ms(steps, 99),
+            "data_wait_frac": max(waits) if waits else None,
+        }
+        for key in ("peak_mem_alloc_mb", "peak_mem_reserved_mb", "peak_rss_mb"):
+            values = [getattr(r, key) for r in ranks if getattr(r, key) is not None]
+            metrics[key] = max(values) if values else None
+        flops = raw.flops_per_sample
+        metrics["flops_per_sample"] = flops
+        achieved = per_s * flops / 1e12 if per_s and flops else None
+        metrics["achieved_tflops"] = achieved
+        peaks = [r.peak_tflops for r in ranks]
+        peak = sum(peaks) if peaks and all(p is not None for p in peaks) else None
+        metrics["peak_tflops"] = peak  # summed over every device in the window
+        metrics["peak_source"] = raw.peak_source
+        metrics["mfu"] = achieved / peak if achieved and peak else None
+    for key in ("val_acc", "val_loss", "test_acc", "test_loss", "time_to_target_s",
+                "steps_to_target", "compile_s"):
+        metrics[key] = getattr(raw, key)
+    metrics["wall_s"] = wall_s
+    return metrics

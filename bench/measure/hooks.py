@@ -1,0 +1,86 @@
+"""Lightning callbacks that feed the measuring code from the Trainer's hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from bench.measure.clock import StepClock
+from bench.measure.memory import reset_memory_peaks
+from bench.measure.peaks import device_peak_tflops
+from bench.record import RankRaw
+
+
+def validating_inside_fit(trainer: L.Trainer) -> bool:
+    """True in a validation that interrupts training. (``trainer.training`` is False
+    there: Lightning sets the stage to VALIDATING; the function is still fit.)"""
+    return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+
+
+class MeasureCallback(L.Callback):
+    """Feeds a :class:`StepClock` from Lightning's hooks; gathers every rank's raw
+    values to all ranks at the end of training (``self.ranks``). The clock is paused
+    from the start of a validation inside fit to the next training batch, so the
+    validation and what follows it (checkpointing, early stopping) are not counted."""
+
+    def __init__(self, warmup_steps: int) -> None:
+        self.warmup_steps = warmup_steps
+        self.clock: StepClock | None = None
+        self.ranks: list[RankRaw] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.clock = StepClock(self.warmup_steps, trainer.strategy.root_device)
+        self.clock.start()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        assert self.clock is not None
+        # Resumed here, not at on_validation_end: Lightning calls ModelCheckpoint's
+        # on_validation_end (writing a checkpoint) after every other callback's.
+        self.clock.resume()
+        self.clock.batch_ready()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        assert self.clock is not None
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.clock.step_done(loss, len(batch[1]))
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.clock is not None and validating_inside_fit(trainer):
+            self.clock.pause()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        assert self.clock is not None
+        self.clock.resume()  # training may stop right after a validation
+        self.clock.finish()
+        self.ranks = gather(self.clock.rank_raw(trainer.global_rank))
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order (just ``[value]`` without a process group)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    values: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+class PeakCallback(L.Callback):
+    """This rank's peak FLOP/s for the cell's compute dtype, found once every rank is up
+    (CPU ranks calibrate together, as they will train: side by side)."""
+
+    def __init__(self, precision: str) -> None:
+        self.precision = precision
+        self.peak_tflops: float | None = None
+        self.source = ""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.strategy.barrier()
+        self.peak_tflops, self.source = device_peak_tflops(
+            trainer.strategy.root_device, self.precision)
+        reset_memory_peaks(trainer.strategy.root_device)

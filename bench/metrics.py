@@ -1,0 +1,87 @@
+"""Every metric, declared once: its name, unit, how it is derived, how it is shown
+and how it is compared. Records, the results table, the plots and
+``bench.compare`` all read this list; adding a metric is one entry here plus its
+derivation in bench.measure.derive (a test checks that the two agree).
+
+``stored`` metrics are in each record's ``metrics`` block (derived from the
+record's raw values when the cell ends); the others are derived on read, across
+records, by bench.analyze.summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric:
+    name: str
+    unit: str  # "" for plain numbers and labels
+    derivation: str
+    label: str | None = None  # column header in the results table; None: not a column
+    display: str = "num"  # bench.analyze.tables.fmt kind: num | pct | x
+    better: str | None = None  # "higher" | "lower": the direction of an improvement
+    compare: bool = False  # a B/A column in bench.compare
+    stored: bool = True
+    numeric: bool = True
+
+
+# In the order of the results table's columns.
+METRICS: tuple[Metric, ...] = (
+    Metric(name="samples_per_s", unit="samples/s", label="samples/s", better="higher",
+           compare=True,
+           derivation="samples summed over every rank / the slowest rank's measured window"),
+    Metric(name="samples_per_s_per_device", unit="samples/s", label="/device", better="higher",
+           derivation="samples_per_s / world size"),
+    Metric(name="speedup", unit="x", label="speedup", display="x", stored=False,
+           derivation="samples_per_s / that of the 1-device 32-true single cell "
+                      "(same accelerator and batch size)"),
+    Metric(name="scaling_eff", unit="fraction", label="scaling", display="pct", stored=False,
+           derivation="samples_per_s(N devices) / (N x samples_per_s of the same workload "
+                      "on 1 device)"),
+    Metric(name="step_ms_p50", unit="ms", label="step p50 ms", better="lower", compare=True,
+           derivation="median of every rank's measured step times"),
+    Metric(name="step_ms_p90", unit="ms", better="lower",
+           derivation="90th percentile of every rank's measured step times"),
+    Metric(name="step_ms_p99", unit="ms", better="lower",
+           derivation="99th percentile of every rank's measured step times"),
+    Metric(name="data_wait_frac", unit="fraction", label="data wait", display="pct",
+           better="lower",
+           derivation="the worst rank's summed wait for a batch / its window"),
+    Metric(name="flops_per_sample", unit="FLOP",
+           derivation="torch.utils.flop_counter on a meta-device copy, forward + backward"),
+    Metric(name="achieved_tflops", unit="TFLOP/s", better="higher",
+           derivation="samples_per_s x flops_per_sample"),
+    Metric(name="mfu", unit="fraction", label="MFU", display="pct", better="higher", compare=True,
+           derivation="achieved_tflops / peak_tflops"),
+    Metric(name="peak_tflops", unit="TFLOP/s",
+           derivation="summed over ranks: datasheet dense peak (GPU) or calibrated matmul (CPU)"),
+    Metric(name="peak_source", unit="", numeric=False,
+           derivation="table:<gpu>:<dtype>, calibrated, or why no peak is known"),
+    Metric(name="peak_mem_alloc_mb", unit="MB", better="lower",
+           derivation="max over ranks of torch.cuda.max_memory_allocated"),
+    Metric(name="peak_mem_reserved_mb", unit="MB", better="lower",
+           derivation="max over ranks of torch.cuda.max_memory_reserved"),
+    Metric(name="peak_rss_mb", unit="MB", better="lower",
+           derivation="max over ranks of the process's peak resident set"),
+    Metric(name="peak_mem_mb", unit="MB", label="peak MB", better="lower", compare=True,
+           stored=False, derivation="peak_mem_alloc_mb on CUDA, peak_rss_mb elsewhere"),
+    Metric(name="val_acc", unit="fraction", label="val acc", display="pct", better="higher",
+           compare=True, derivation="validation accuracy on the 5000 held-out images"),
+    Metric(name="val_loss", unit="", better="lower", derivation="validation loss"),
+    Metric(name="test_acc", unit="fraction", label="test acc", display="pct", better="higher",
+           derivation="accuracy on the 10000 test images (accuracy cells)"),
+    Metric(name="test_loss", unit="", better="lower", derivation="test loss (accuracy cells)"),
+    Metric(name="time_to_target_s", unit="s", label="to target s", better="lower",
+           derivation="wall clock from the first training step to the target val_acc"),
+    Metric(name="steps_to_target", unit="steps", better="lower",
+           derivation="optimizer steps to the target val_acc"),
+    Metric(name="compile_s", unit="s", better="lower",
+           derivation="rank 0's first warm-up step minus its median measured step"),
+    Metric(name="wall_s", unit="s", derivation="the cell's wall clock, set-up included"),
+)
+BY_NAME = {metric.name: metric for metric in METRICS}
+STORED_NAMES = tuple(m.name for m in METRICS if m.stored)
+NUMERIC_NAMES = tuple(m.name for m in METRICS if m.numeric)
+TABLE_METRICS = tuple(m for m in METRICS if m.label is not None)
+COMPARED_METRICS = tuple(m for m in METRICS if m.compare)

@@ -1,0 +1,140 @@
+"""Run one cell in a child process group, so that a crash, a hang or an
+out-of-memory in it cannot take the matrix down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.matrix import Cell
+from bench.measure.env import env_key
+from bench.record import OOM_REASON, Record, RunDir, Status, read_record
+
+LOG_TAIL_LINES = 50
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    run_dir: RunDir
+    run_id: str
+    data_dir: str | None
+    wandb: str
+    verbose: bool
+    timeout_s: float
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines))
+    except OSError:
+        return ""
+
+
+def kill_group(process: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
+    """SIGTERM the child's whole process group (DDP ranks included), then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def exit_reason(returncode: int) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (the kernel's out-of-memory killer sends this)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    return f"exited with status {returncode}"
+
+
+class CellProcess:
+    """One running cell; ``stop()`` may be called from a signal handler."""
+
+    def __init__(self, cell: Cell, repeat: int, options: CellOptions) -> None:
+        self.cell, self.repeat, self.options = cell, repeat, options
+        self.process: subprocess.Popen[Any] | None = None
+        self.stopped = False
+        self._stop_requested_at: float | None = None
+
+    def command(self) -> list[str]:
+        o = self.options
+        command = [sys.executable, "-m", "bench.cell", "--cell", json.dumps(self.cell.to_dict()),
+                   "--repeat", str(self.repeat), "--run-dir", str(o.run_dir.path),
+                   "--run-id", o.run_id, "--wandb", o.wandb]
+        if o.data_dir:
+            command += ["--data-dir", o.data_dir]
+        if o.verbose:
+            command.append("--verbose")
+        return command
+
+    def run(self) -> Record:
+        """Run to the end, the timeout or ``stop()``; always return a record."""
+        o, cell_id = self.options, self.cell.id
+        o.run_dir.cell_dir(cell_id).mkdir(parents=True, exist_ok=True)
+        log, out = o.run_dir.cell_log(cell_id), o.run_dir.cell_record(cell_id, self.repeat)
+        out.unlink(missing_ok=True)
+        started = time.perf_counter()
+        with open(log, "a") as handle:
+            handle.write(f"=== repeat {self.repeat}: {' '.join(self.command())}\n")
+            handle.flush()
+            self.process = subprocess.Popen(
+                self.command(), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+            returncode, timed_out = self._wait(started)
+        wall = time.perf_counter() - started
+        if self.stopped:
+            record = self._record(Status.INTERRUPTED, "stopped by SIGINT/SIGTERM while running")
+        elif timed_out:
+            record = self._record(Status.TIMEOUT, f"no result after {o.timeout_s:g} s "
+                                  "(--cell-timeout); its process group was killed")
+        elif out.exists():
+            record = read_record(out)
+            if record.status is Status.FAILED and record.reason != OOM_REASON:
+                record.reason = f"{record.reason}\n--- last lines of the log ---\n{log_tail(log)}"
+        else:
+            record = self._record(Status.FAILED, f"{exit_reason(returncode)} before writing its "
+                                  f"record\n--- last lines of the log ---\n{log_tail(log)}")
+        record.wall_s = record.wall_s or wall
+        return record
+
+    def _record(self, status: Status, reason: str) -> Record:
+        return Record.new(self.cell, self.repeat, self.options.run_id, status,
+                          env_key(self.cell.accelerator), reason)
+
+    def _wait(self, started: float) -> tuple[int, bool]:
+        """Poll rather than block, so that a stop request is acted on promptly."""
+        assert self.process is not None
+        stop_grace_s = 5.0
+        while (returncode := self.process.poll()) is None:
+            now = time.perf_counter()
+            if now - started > self.options.timeout_s:
+                kill_group(self.process)
+                return self.process.returncode, True
+            if self._stop_requested_at is not None and now - self._stop_requested_at > stop_grace_s:
+                kill_group(self.process, grace_s=0.5)
+            time.sleep(0.1)
+        return returncode, False
+
+    def stop(self) -> None:
+        """Ask the running cell to stop (SIGTERM to its group); safe in a signal handler.
+        A cell that has not gone after a few seconds is killed by ``_wait``."""
+        self.stopped = True
+        self._stop_requested_at = time.perf_counter()
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)

@@ -1,0 +1,91 @@
+"""The matrix under torchrun / SLURM: every rank walks the same cells in process.
+
+The launcher already made the processes, so no child processes are started:
+each rank runs each cell itself, Lightning reuses the process group, and rank
+0 alone writes. Cells whose world size differs from the launch are skipped
+with the reason (bench.plan / strategies.registry).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import os
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+from bench.execute.lifecycle import ExecuteOptions, execute
+from bench.measure.env import env_key
+from bench.orchestrate.plan import RunPlan
+from bench.orchestrate.progress import progress_line
+from bench.record import Record, RunDir, Status, append_record
+from strategies.registry import slurm_launched
+
+
+def init_process_group(timeout_s: float) -> None:
+    """Join the launch's process group (env:// rendezvous). Under srun the torchrun
+    variables are filled in from SLURM, as Lightning's SLURMEnvironment reads them."""
+    if "WORLD_SIZE" not in os.environ and slurm_launched():
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        slurm = SLURMEnvironment()
+        os.environ.update(MASTER_ADDR=slurm.main_address, MASTER_PORT=str(slurm.main_port),
+                          WORLD_SIZE=str(slurm.world_size()), RANK=str(slurm.global_rank()),
+                          LOCAL_RANK=str(slurm.local_rank()))
+    if not dist.is_initialized():
+        # No child processes to kill here: a collective that waits longer than a
+        # cell may take fails instead, and that rank's cell is recorded as failed.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=dt.timedelta(seconds=timeout_s))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def release_memory() -> None:
+    """Between cells: drop the last cell's objects and cached device memory."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
+                 finish: Callable[[RunDir, RunPlan], None], data_dir: str | None,
+                 verbose: bool, collective_timeout_s: float) -> None:
+    """Walk the matrix on every rank. ``open_run`` (rank 0 only) creates or resumes the
+    run directory and gives the plan, which every rank then receives; ``finish`` (rank 0
+    only) writes the report. Bad input (a ValueError from ``open_run``: a matrix or run
+    directory error) is raised on every rank."""
+    init_process_group(collective_timeout_s)
+    rank = dist.get_rank()
+    shared: list[object] = [None]
+    if rank == 0:
+        try:
+            shared = [open_run()]
+        except ValueError as error:
+            shared = [error]
+    dist.broadcast_object_list(shared, src=0)
+    opened = shared[0]
+    if isinstance(opened, ValueError):
+        raise opened
+    assert isinstance(opened, tuple)
+    run_dir, plan = opened
+    if rank == 0:
+        print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) on "
+              f"{dist.get_world_size()} processes -> {run_dir.path}", flush=True)
+    options = ExecuteOptions(plan.run_id, data_dir, plan.wandb_mode, verbose)
+    for index, (cell, repeat, reason) in enumerate(plan.pending, start=1):
+        if reason is not None:
+            record = Record.new(cell, repeat, plan.run_id, Status.SKIPPED,
+                                env_key(cell.accelerator), reason)
+        else:
+            record = execute(cell, repeat, run_dir, options)
+            release_memory()
+            dist.barrier()  # every rank leaves the cell before the next one starts
+        if rank == 0:
+            append_record(run_dir.records, record)
+            print(progress_line(index, plan, record), flush=True)
+    if rank == 0:
+        finish(run_dir, plan)
+    dist.barrier()

@@ -1,0 +1,60 @@
+"""The matrix on one machine: each (cell, repeat) in its own child process group
+(bench.orchestrate.isolate), records appended as cells finish, Ctrl-C honoured."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from bench.measure.env import env_key
+from bench.orchestrate.isolate import CellOptions, CellProcess
+from bench.orchestrate.plan import DEFAULT_TIMEOUT_S, RunPlan
+from bench.orchestrate.progress import eta_text, progress_line, repeat_text
+from bench.record import Record, RunDir, Status, append_record
+
+
+def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
+              cell_timeout_s: float | None) -> bool:
+    """Run every pending (cell, repeat) in a child process. False when interrupted."""
+    current: dict[str, CellProcess] = {}
+    stop_requested = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # Only flag it (and stop a running cell): raising here could land in the middle
+        # of append_record and lose the record of a cell that had just finished.
+        nonlocal stop_requested
+        stop_requested = True
+        if "proc" in current:
+            current["proc"].stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    durations: list[float] = []
+    try:
+        for index, (cell, repeat, reason) in enumerate(plan.pending, start=1):
+            if stop_requested:
+                break
+            started = time.perf_counter()
+            if reason is not None:
+                record = Record.new(cell, repeat, plan.run_id, Status.SKIPPED,
+                                    env_key(cell.accelerator), reason)
+            else:
+                timeout = cell_timeout_s or DEFAULT_TIMEOUT_S[cell.mode]
+                options = CellOptions(run_dir, plan.run_id, data_dir, plan.wandb_mode,
+                                      verbose, timeout)
+                eta = eta_text(durations, plan.runnable_left(index - 1))
+                print(f"[{index}/{len(plan.pending)}] {cell.id}{repeat_text(plan, repeat)}  "
+                      f"running{eta}", flush=True)
+                # Registered for the whole walk, so that a signal stops this cell.
+                proc = current["proc"] = CellProcess(cell, repeat, options)
+                if stop_requested:  # a signal between the check above and here
+                    break
+                record = proc.run()
+                del current["proc"]
+                durations.append(time.perf_counter() - started)
+            append_record(run_dir.records, record)
+            print(progress_line(index, plan, record), flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return not stop_requested

@@ -1,0 +1,104 @@
+"""From the command line to the list of (cell, repeat) runs, with skip reasons."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from bench.matrix import Cell, MatrixError
+from bench.orchestrate.presets import apply_overrides, expand, load_matrix
+from strategies.registry import Machine, why_skipped
+
+# --flag (argparse dest) -> matrix key
+AXIS_FLAGS = {"accelerators": "accelerator", "devices": "devices", "strategies": "strategy",
+              "precisions": "precision", "batch_sizes": "batch_size", "loaders": "loader",
+              "compile": "compile", "optimizer_impls": "optimizer_impl", "modes": "mode"}
+SETTING_FLAGS = ("steps", "warmup_steps", "seed", "target_acc", "max_epochs", "val_every_steps",
+                 "num_nodes")
+DEFAULT_TIMEOUT_S = {"throughput": 900.0, "accuracy": 3600.0}
+
+
+class PlannedRun(NamedTuple):
+    cell: Cell
+    repeat: int
+    skip_reason: str | None  # None: it runs here
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The cells asked for and how often each runs."""
+
+    cells: tuple[Cell, ...]
+    repeats: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repeats": self.repeats, "cells": [cell.to_dict() for cell in self.cells]}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    matrix: Matrix
+    machine: Machine
+    wandb_mode: str
+    pending: tuple[PlannedRun, ...]  # in run order; a resume leaves out the finished ones
+
+    @property
+    def launched(self) -> bool:
+        return self.machine.launched_world_size is not None
+
+    def runnable_left(self, done: int) -> int:
+        return sum(1 for run in self.pending[done:] if run.skip_reason is None)
+
+
+def make_plan(run_id: str, matrix: Matrix, machine: Machine, wandb_mode: str,
+              finished: frozenset[tuple[str, int]] = frozenset()) -> RunPlan:
+    """Every repeat of every cell, minus the (cell id, repeat) pairs already ``finished``."""
+    reasons = {cell: why_skipped(cell, machine) for cell in matrix.cells}
+    pending = tuple(PlannedRun(cell, repeat, reasons[cell]) for cell in matrix.cells
+                    for repeat in range(matrix.repeats) if (cell.id, repeat) not in finished)
+    return RunPlan(run_id, matrix, machine, wandb_mode, pending)
+
+
+def new_run_id() -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    host = socket.gethostname().split(".")[0][:20] or "host"
+    return f"{stamp}-{host}-{secrets.token_hex(2)}"
+
+
+def matrix_given(args: argparse.Namespace) -> bool:
+    return args.matrix is not None or any(
+        getattr(args, flag) is not None for flag in (*AXIS_FLAGS, *SETTING_FLAGS, "repeats"))
+
+
+def requested_matrix(args: argparse.Namespace, machine: Machine) -> Matrix | None:
+    """The matrix the command line asks for; None for a bare ``--resume`` (the run's
+    own matrix then decides)."""
+    if args.resume is not None and not matrix_given(args):
+        return None
+    spec = load_matrix(args.matrix or "all")
+    overrides = {key: getattr(args, flag) for flag, key in AXIS_FLAGS.items()}
+    overrides |= {flag: getattr(args, flag) for flag in SETTING_FLAGS}
+    spec = apply_overrides(spec, overrides)
+    repeats = args.repeats if args.repeats is not None else spec.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool):
+        raise MatrixError(f"repeats must be an integer, got {repeats!r}")
+    if repeats < 1:
+        raise MatrixError(f"--repeats must be at least 1, got {repeats}")
+    return Matrix(tuple(expand(spec, machine)), repeats)
+
+
+def print_plan(plan: RunPlan) -> None:
+    runnable = sum(1 for run in plan.pending if run.skip_reason is None)
+    cells = plan.matrix.cells
+    print(f"{len(cells)} cells x {plan.matrix.repeats} repeat(s): {runnable} run(s) here, "
+          f"{len(plan.pending) - runnable} skipped")
+    width = max((len(cell.id) for cell in cells), default=10)
+    for cell, repeat, reason in plan.pending:
+        if repeat:
+            continue
+        print(f"  {cell.id:<{width}}  {'run' if reason is None else 'skip: ' + reason}")

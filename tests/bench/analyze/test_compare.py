@@ -1,0 +1,125 @@
+"""bench.compare and bench.analyze.compare: verdicts, cells on one side only,
+environment checks, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import compare
+from bench.analyze.compare import compare_runs, throughput_verdict
+from bench.analyze.load import load_records
+from bench.metrics import STORED_NAMES as METRIC_NAMES
+from bench.record import validate
+
+FAST = "cpu-1x-single-32-true-bs64-tensor"  # 10% slower in B, tight repeats
+NOISY = "cpu-2x-ddp-32-true-bs64-tensor"  # 2% faster in B, wide repeats
+GONE = "cpu-1x-single-bf16-mixed-bs64-tensor"  # in A only
+
+
+def record(strategy: str, devices: int, precision: str, sps: float, repeat: int,
+           device: str = "Test CPU", torch: str = "2.5.1") -> dict[str, Any]:
+    """A valid ok record (bench.record schema) with the given throughput."""
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_NAMES)
+    metrics.update(samples_per_s=sps, step_ms_p50=64_000 * devices / sps, mfu=sps / 10_000,
+                   peak_rss_mb=900.0, val_acc=None)
+    cell_id = f"cpu-{devices}x-{strategy}-{precision}-bs64-tensor"
+    rec = {"schema": 1, "run_id": "r", "cell_id": cell_id,
+           "cell": {"accelerator": "cpu", "devices": devices, "num_nodes": 1, "strategy": strategy,
+                    "precision": precision, "batch_size": 64, "loader": "tensor",
+                    "compile": "none", "optimizer": "adam", "optimizer_impl": "default",
+                    "mode": "throughput", "seed": 0},
+           "repeat": repeat, "seed": repeat, "status": "ok", "reason": None,
+           "effective": {"world_size": devices}, "raw": {"ranks": []}, "metrics": metrics,
+           "env_key": {"hostname": "box", "device": device, "torch": torch, "lightning": "2.4.0"},
+           "started_at": "2026-11-27T10:00:00Z", "wall_s": 1.0}
+    validate(rec)
+    return rec
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.mkdir(parents=True)
+    (path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def run_a(tmp_path: Path) -> Path:
+    return write(tmp_path / "a", [
+        *(record("single", 1, "32-true", v, i) for i, v in enumerate((100, 101, 99))),
+        *(record("ddp", 2, "32-true", v, i) for i, v in enumerate((100, 80, 120))),
+        record("single", 1, "bf16-mixed", 150, 0),
+    ])
+
+
+def run_b(tmp_path: Path, name: str = "b", **env: str) -> Path:
+    return write(tmp_path / name, [
+        *(record("single", 1, "32-true", v, i, **env) for i, v in enumerate((90, 91, 89))),
+        *(record("ddp", 2, "32-true", v, i, **env) for i, v in enumerate((102, 82, 122))),
+    ])
+
+
+def test_verdicts(tmp_path: Path) -> None:
+    result = compare_runs(load_records(run_a(tmp_path)), load_records(run_b(tmp_path)),
+                                  threshold=5).set_index("cell_id")
+    fast = result.loc[FAST]
+    assert fast["verdict"] == "slower"
+    assert fast["samples_per_s_ratio"] == pytest.approx(0.9)
+    assert fast["change_pct"] == pytest.approx(-10)
+    assert fast["p_value"] < 0.001
+    assert fast["step_ms_p50_ratio"] == pytest.approx(100 / 90)
+    assert fast["peak_mem_mb_ratio"] == pytest.approx(1.0)
+    noisy = result.loc[NOISY]
+    assert noisy["verdict"] == "within noise"
+    assert noisy["change_pct"] == pytest.approx(2)
+    assert result.loc[GONE, "present"] == "A only"
+
+
+def test_threshold_and_noise_rules() -> None:
+    # a large change in noisy repeats is not significant
+    assert throughput_verdict([100, 60, 140], [80, 40, 130])[0] == "within noise"
+    # significant but under the threshold
+    assert throughput_verdict([100, 100.1, 99.9], [97, 97.1, 96.9])[0] == "within noise"
+    verdict, change, p, basis = throughput_verdict([100], [110])
+    assert (verdict, change) == ("faster", pytest.approx(10)) and "n=1" in basis
+    assert throughput_verdict([100, 100], [90, 90])[0] == "slower"  # zero variance
+
+
+def test_main_output_and_missing_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare.main([str(run_a(tmp_path)), str(run_b(tmp_path) / "records.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "slower" in out and "within noise" in out
+    assert f"cells in A only: {GONE}" in out
+    assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--markdown"]) == 0
+    assert "| cell" in capsys.readouterr().out
+
+
+def test_fail_on_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = str(run_a(tmp_path)), str(run_b(tmp_path))
+    assert compare.main([a, b, "--fail-on-regression"]) == 1
+    assert FAST in capsys.readouterr().err
+    assert compare.main([a, b, "--fail-on-regression", "--threshold", "15"]) == 0
+    assert compare.main([b, b, "--fail-on-regression"]) == 0
+
+
+def test_hardware_mismatch_refused_unless_forced(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = str(run_a(tmp_path)), str(run_b(tmp_path, device="Other CPU", torch="2.6.0"))
+    assert compare.main([a, b]) == 2
+    err = capsys.readouterr().err
+    assert "different hardware" in err and "Other CPU" in err and "--force" in err
+    assert compare.main([a, b, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "different hardware (forced)" in out and "different versions: torch" in out
+
+
+def test_version_mismatch_only_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare.main([str(run_a(tmp_path)), str(run_b(tmp_path, torch="2.6.0"))]) == 0
+    assert "different versions: torch: A 2.5.1 vs B 2.6.0" in capsys.readouterr().out
+
+
+def test_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare.main([str(run_a(tmp_path)), str(tmp_path / "nope")]) == 2
+    assert "no records.jsonl" in capsys.readouterr().err

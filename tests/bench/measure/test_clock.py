@@ -1,0 +1,114 @@
+"""bench.measure.clock: the step clock keeps warm-up and paused time out of the
+measured window."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from bench.measure.clock import StepClock
+from bench.measure.derive import derive_metrics
+from bench.record import RankRaw, Raw
+
+CPU = torch.device("cpu")
+
+
+# -- the clock, driven by hand with controlled sleeps ---------------------------------------
+
+def drive(clock: StepClock, n: int, wait_s: float, compute_s: float, batch: int,
+          first_extra_s: float = 0.0) -> None:
+    """``n`` steps: ``wait_s`` for the batch, ``compute_s`` of work; the first step
+    takes ``first_extra_s`` more (a slow warm-up, as a compile or a cold cache)."""
+    for i in range(n):
+        time.sleep(wait_s)
+        clock.batch_ready()
+        time.sleep(compute_s + (first_extra_s if i == 0 else 0.0))
+        clock.step_done(torch.tensor(float(i)), batch)
+
+
+def test_slow_warmup_step_is_kept_out_of_the_steady_state() -> None:
+    slow, wait, compute, batch = 0.6, 0.01, 0.04, 32
+    clock = StepClock(warmup_steps=1, device=CPU)
+    clock.start()
+    drive(clock, 5, wait, compute, batch, first_extra_s=slow)
+    clock.finish()
+    rank = asdict(clock.rank_raw(0))
+
+    assert len(rank["warmup_step_s"]) == 1 and rank["warmup_step_s"][0] >= slow + compute
+    assert len(rank["step_s"]) == len(rank["data_wait_s"]) == 4
+    assert rank["samples"] == 4 * batch  # warm-up samples are not counted
+    assert rank["window_s"] == pytest.approx(sum(rank["step_s"]))
+    assert all(s >= wait + compute for s in rank["step_s"])
+    assert rank["window_s"] < slow  # the slow step is nowhere in the window
+    assert rank["loss"] == [0.0, 1.0, 2.0, 3.0, 4.0]  # warm-up first, then measured
+
+    metrics = derive_metrics(Raw(ranks=[RankRaw(**rank)]), world_size=1)
+    assert metrics["samples_per_s"] == pytest.approx(rank["samples"] / rank["window_s"])
+    # steady state: about batch / (wait + compute) = 640/s, sleep overshoot aside
+    assert metrics["samples_per_s"] <= batch / (wait + compute)
+    assert metrics["samples_per_s"] > 0.5 * batch / (wait + compute)
+    assert metrics["data_wait_frac"] == pytest.approx(
+        sum(rank["data_wait_s"]) / rank["window_s"])
+    assert 0.05 < metrics["data_wait_frac"] < 0.5  # about 0.01 / 0.05
+
+
+def test_same_steady_state_with_and_without_a_slow_first_step() -> None:
+    rates = {}
+    for extra in (0.0, 0.5):
+        clock = StepClock(warmup_steps=2, device=CPU)
+        clock.start()
+        drive(clock, 6, 0.0, 0.05, 16, first_extra_s=extra)
+        clock.finish()
+        rates[extra] = derive_metrics(Raw(ranks=[clock.rank_raw(0)]), 1)["samples_per_s"]
+    # Each is about 16 / 0.05 = 320/s; a counted 0.5 s step would have halved it.
+    assert rates[0.5] == pytest.approx(rates[0.0], rel=0.25)
+
+
+def test_paused_time_is_not_counted() -> None:
+    clock = StepClock(warmup_steps=0, device=CPU)
+    clock.start()
+    drive(clock, 2, 0.0, 0.03, 8)
+    clock.pause()  # validation runs here
+    time.sleep(0.5)
+    clock.resume()
+    drive(clock, 2, 0.01, 0.03, 8)
+    clock.finish()
+    rank = asdict(clock.rank_raw(0))
+    assert len(rank["step_s"]) == 4 and rank["samples"] == 32
+    assert max(rank["step_s"]) < 0.3
+    assert max(rank["data_wait_s"]) < 0.3  # the batch after validation did not wait 0.5 s
+    assert rank["window_s"] < 0.5
+
+
+def test_a_second_pause_keeps_the_first_one() -> None:
+    clock = StepClock(warmup_steps=0, device=CPU)
+    clock.start()
+    drive(clock, 1, 0.0, 0.01, 4)
+    clock.pause()
+    time.sleep(0.4)
+    clock.pause()  # e.g. a second validation hook before training goes on
+    clock.resume()
+    drive(clock, 1, 0.0, 0.01, 4)
+    clock.finish()
+    assert max(asdict(clock.rank_raw(0))["data_wait_s"]) < 0.3
+
+
+def test_resume_without_pause_changes_nothing() -> None:
+    clock = StepClock(warmup_steps=0, device=CPU)
+    clock.start()
+    clock.resume()
+    drive(clock, 1, 0.0, 0.01, 4)
+    clock.finish()
+    assert asdict(clock.rank_raw(0))["samples"] == 4
+
+
+def test_empty_clock_records_nothing() -> None:
+    clock = StepClock(warmup_steps=3, device=CPU)
+    clock.start()
+    clock.finish()
+    rank = asdict(clock.rank_raw(0))
+    assert rank["step_s"] == [] and rank["samples"] == 0 and rank["window_s"] == 0.0
+    assert derive_metrics(Raw(ranks=[RankRaw(**rank)]), 1)["samples_per_s"] is None

@@ -1,0 +1,78 @@
+"""bench.orchestrate.presets and plan: presets, TOML matrices, expansion, skip reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.matrix import MatrixError
+from bench.orchestrate.plan import Matrix, make_plan
+from bench.orchestrate.presets import PRESETS, expand, load_matrix
+from strategies.registry import Machine
+
+CPU_BOX = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=True)
+EIGHT_GPUS = Machine(cpu_count=64, cuda_devices=8, cuda_bf16=True, deepspeed=True)
+
+
+def skip_reasons(cells: list, machine: Machine) -> dict:
+    plan = make_plan("test", Matrix(tuple(cells), 1), machine, "disabled")
+    return {run.cell: run.skip_reason for run in plan.pending}
+
+
+def test_smoke_is_precisions_by_single_and_two_process_ddp() -> None:
+    cells = expand(load_matrix("smoke"), CPU_BOX)
+    assert {(c.strategy, c.devices, c.precision) for c in cells} == {
+        ("single", 1, "32-true"), ("single", 1, "bf16-mixed"),
+        ("ddp", 2, "32-true"), ("ddp", 2, "bf16-mixed")}
+    assert all(reason is None for reason in skip_reasons(cells, CPU_BOX).values())
+
+
+def test_one_device_strategies_never_get_more_devices() -> None:
+    cells = expand({"strategy": ["single", "raw", "ddp"], "devices": [1, 2, 4]}, CPU_BOX)
+    assert {c.devices for c in cells if c.strategy in ("single", "raw")} == {1}
+    assert {c.devices for c in cells if c.strategy == "ddp"} == {1, 2, 4}
+
+
+def test_auto_devices_scale_by_powers_of_two_on_gpus() -> None:
+    cells = expand(load_matrix("multi-gpu"), EIGHT_GPUS)
+    assert sorted({c.devices for c in cells}) == [2, 4, 8]
+
+
+def test_no_name_lists_gpu_cells_as_skipped_here() -> None:
+    planned = skip_reasons(expand(load_matrix(None), CPU_BOX), CPU_BOX)
+    skipped = {cell.id: reason for cell, reason in planned.items() if reason}
+    assert any(cell.accelerator == "cpu" for cell, reason in planned.items() if reason is None)
+    assert skipped["cuda-1x-single-bf16-mixed-bs64-tensor"] == "no CUDA device on this machine"
+
+
+def test_every_preset_expands() -> None:
+    for name in PRESETS:
+        assert expand(load_matrix(name), EIGHT_GPUS)
+
+
+def test_toml_matrix(tmp_path: Path) -> None:
+    good = tmp_path / "m.toml"
+    good.write_text('strategy = ["single"]\nprecision = ["32-true", "bf16-true"]\nsteps = 3\n')
+    cells = expand(load_matrix(str(good)), CPU_BOX)
+    assert [c.precision for c in cells] == ["32-true", "bf16-true"] and cells[0].steps == 3
+    bad = tmp_path / "bad.toml"
+    bad.write_text("strategy = [single\n")
+    with pytest.raises(MatrixError, match="not valid TOML"):
+        load_matrix(str(bad))
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("speed = 3\n")
+    with pytest.raises(MatrixError, match="unknown key"):
+        load_matrix(str(unknown))
+    with pytest.raises(MatrixError, match="unknown preset 'nope'"):
+        load_matrix("nope")
+
+
+def test_a_plan_leaves_out_finished_runs_and_counts_what_is_left() -> None:
+    cells = expand(load_matrix("smoke"), CPU_BOX)
+    first = cells[0].id
+    plan = make_plan("test", Matrix(tuple(cells), 2), CPU_BOX, "disabled",
+                     finished=frozenset({(first, 0)}))
+    assert len(plan.pending) == 2 * len(cells) - 1
+    assert (first, 0) not in {(run.cell.id, run.repeat) for run in plan.pending}
+    assert plan.runnable_left(0) == len(plan.pending)

@@ -1,0 +1,208 @@
+"""The benchmark trains what it says it trains: the Lightning cell computes the
+same losses as the hand-written loop, and 2-process DDP with batch B per rank
+computes what one process computes with batch 2B over the same samples. Plus the
+throughput accounting of a real DDP record. Real MNIST, real Trainer, real
+gloo processes, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from bench.matrix import Cell
+from bench.record import RunDir
+from mnist_core.model import MnistNet
+
+REPO = Path(__file__).resolve().parents[2]
+B = 16  # per-rank batch: small, so that every run takes seconds
+SGD_LR = 0.01  # large enough that 5 steps move the weights far beyond the tolerance
+CELL_TIMEOUT_S = 360
+
+
+def in_process(execute_cell: Any, cell: Cell, run_dir: Path,
+               save_weights: Path | None = None) -> dict[str, Any]:
+    record = execute_cell(cell, run_dir, save_weights)
+    assert record["status"] == "ok", record
+    return record
+
+
+def start_cell(cell: Cell, run_dir: Path, data_dir: Path,
+               save_weights: Path | None = None) -> subprocess.Popen[bytes]:
+    """``python -m bench.cell`` in a child process: Lightning's launcher re-executes
+    that command line for rank 1, as it does in a real run."""
+    command = [sys.executable, "-m", "bench.cell", "--cell", json.dumps(cell.to_dict()),
+               "--repeat", "0", "--run-dir", str(run_dir), "--run-id", "validity",
+               "--data-dir", str(data_dir), "--wandb", "disabled"]
+    if save_weights is not None:
+        command += ["--save-weights", str(save_weights)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MNIST_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    env.pop("MASTER_PORT", None)  # each launch picks its own free port
+    with (run_dir / f"{cell.id}.log").open("wb") as log:
+        # its own process group, so that stopping it stops rank 1 too
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Kill the cell's process group (the launcher and the rank it started)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def finish_cell(process: subprocess.Popen[bytes], cell: Cell, run_dir: Path) -> dict[str, Any]:
+    try:
+        rc = process.wait(timeout=CELL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stop(process)
+        raise
+    log = (run_dir / f"{cell.id}.log").read_text(errors="replace")
+    assert rc == 0, f"{cell.id} exited {rc}:\n{log[-4000:]}"
+    record = json.loads(RunDir(run_dir).cell_record(cell.id, 0).read_text())
+    assert record["status"] == "ok", record["reason"]
+    return record
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# The runs: every check below reads them. The 2-process DDP cells run in children,
+# side by side, while the one-process cells run in this process.
+ADAM = Cell(strategy="single", precision="32-true", batch_size=2 * B, loader="tensor",
+            optimizer="adam", optimizer_impl="fused", steps=18, warmup_steps=2, seed=0)
+SGD = replace(ADAM, optimizer="sgd", optimizer_impl="default", lr=SGD_LR, steps=5,
+              warmup_steps=0)
+DDP = dict(strategy="ddp", devices=2, batch_size=B)  # B per rank: the same global batch
+DDP_ADAM = replace(ADAM, steps=8, **DDP)  # 10 losses, compared with ADAM's first 10
+DDP_SGD = replace(SGD, **DDP)
+RAW_ADAM = replace(ADAM, strategy="raw")
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir: Path, execute_cell: Any,
+         tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("validity")
+    weights = {name: root / f"{name}.pt" for name in ("ddp_sgd", "single_sgd")}
+    ddp_sgd = start_cell(DDP_SGD, root / "ddp_sgd", data_dir, weights["ddp_sgd"])
+    ddp_adam = start_cell(DDP_ADAM, root / "ddp_adam", data_dir)
+    try:
+        found = {
+            "raw_adam": in_process(execute_cell, RAW_ADAM, root / "raw_adam"),
+            "single_adam": in_process(execute_cell, ADAM, root / "single_adam"),
+            "single_sgd": in_process(execute_cell, SGD, root / "single_sgd",
+                                     weights["single_sgd"]),
+        }
+        found["ddp_sgd"] = finish_cell(ddp_sgd, DDP_SGD, root / "ddp_sgd")
+        found["ddp_adam"] = finish_cell(ddp_adam, DDP_ADAM, root / "ddp_adam")
+    finally:
+        for process in (ddp_sgd, ddp_adam):
+            stop(process)
+    found["weights"] = {name: load_weights(path) for name, path in weights.items()}
+    return found
+
+
+def losses(record: dict[str, Any]) -> list[float]:
+    return record["raw"]["ranks"][0]["loss"]
+
+
+# -- 1. the Lightning cell and the hand-written loop ----------------------------------------
+
+@pytest.mark.slow
+def test_raw_loop_and_lightning_single_give_the_same_losses(runs: dict[str, Any]) -> None:
+    raw, single = runs["raw_adam"], runs["single_adam"]
+    assert len(losses(raw)) == len(losses(single)) == 20  # warm-up + measured
+    np.testing.assert_array_almost_equal(losses(single), losses(raw), decimal=5)
+    assert len(set(np.round(losses(raw), 5))) > 10  # real, changing losses, not a constant
+    assert raw["effective"]["strategy"] == "raw PyTorch loop"
+    assert single["effective"]["strategy"] == "SingleDeviceStrategy"
+
+
+@pytest.mark.slow
+def test_raw_loop_and_lightning_single_agree_with_torchvision_loader(
+        execute_cell: Any, tmp_path: Path) -> None:
+    cell = replace(ADAM, loader="torchvision")
+    raw = in_process(execute_cell, replace(cell, strategy="raw"), tmp_path)
+    single = in_process(execute_cell, cell, tmp_path)
+    assert len(losses(raw)) == len(losses(single)) == 20
+    np.testing.assert_array_almost_equal(losses(single), losses(raw), decimal=5)
+
+
+@pytest.mark.slow
+def test_raw_and_single_records_carry_the_same_keys(runs: dict[str, Any]) -> None:
+    """The control is built by the same code as the Lightning cell, so it cannot drift:
+    the same keys in every block of the record, and the same ones filled in."""
+    raw, single = runs["raw_adam"], runs["single_adam"]
+    assert raw.keys() == single.keys()
+    for block in ("raw", "effective", "metrics"):
+        assert raw[block].keys() == single[block].keys(), block
+        filled = {block_key for block_key, value in single[block].items() if value is not None}
+        assert filled == {k for k, v in raw[block].items() if v is not None}, block
+    assert raw["raw"]["ranks"][0].keys() == single["raw"]["ranks"][0].keys()
+
+
+# -- 2. DDP with B per rank == one process with 2B ------------------------------------------
+
+@pytest.mark.slow
+def test_ddp_sgd_final_weights_match_one_process_with_twice_the_batch(
+        runs: dict[str, Any]) -> None:
+    ddp, single = runs["weights"]["ddp_sgd"], runs["weights"]["single_sgd"]
+    assert ddp.keys() == single.keys()
+    worst = max(float((ddp[k] - single[k]).abs().max()) for k in ddp)
+    assert worst < 1e-6, f"largest weight difference {worst:.3g}"
+    # ... and the check has teeth: training moved the weights far more than that.
+    L.seed_everything(DDP_SGD.seed, verbose=False)
+    init = {f"net.{k}": v for k, v in MnistNet().state_dict().items()}
+    moved = max(float((single[k] - init[k]).abs().max()) for k in init)
+    assert moved > 1e-3, f"weights moved only {moved:.3g}"
+    assert runs["ddp_sgd"]["effective"]["optimizer"] == "SGD"
+
+
+@pytest.mark.slow
+def test_ddp_adam_losses_match_one_process_with_twice_the_batch(
+        runs: dict[str, Any]) -> None:
+    ranks = runs["ddp_adam"]["raw"]["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(len(r["loss"]) == 10 for r in ranks)
+    # the two ranks trained on different halves of each global batch
+    assert not np.allclose(ranks[0]["loss"], ranks[1]["loss"])
+    ddp_losses = np.mean([r["loss"] for r in ranks], axis=0)  # each rank: the mean of B
+    # Adam turns reduction-order differences (2 ranks x 1 thread vs 1 process x 2 threads)
+    # into loss differences of up to ~1e-4 by step 10; here about 8e-5 at the 10th loss.
+    np.testing.assert_array_almost_equal(ddp_losses, losses(runs["single_adam"])[:10],
+                                         decimal=4)
+
+
+# -- 4. throughput accounting of a real DDP record ------------------------------------------
+
+@pytest.mark.slow
+def test_ddp_record_accounting(runs: dict[str, Any]) -> None:
+    record = runs["ddp_adam"]
+    ranks, metrics = record["raw"]["ranks"], record["metrics"]
+    assert record["effective"]["world_size"] == 2
+    assert record["effective"]["global_batch_size"] == 2 * B
+    for rank in ranks:
+        assert rank["samples"] == DDP_ADAM.steps * B  # measured steps only, per rank
+        assert len(rank["step_s"]) == DDP_ADAM.steps
+        assert len(rank["warmup_step_s"]) == DDP_ADAM.warmup_steps
+        assert rank["window_s"] == pytest.approx(sum(rank["step_s"]))
+    total = sum(r["samples"] for r in ranks)
+    slowest = max(r["window_s"] for r in ranks)
+    assert metrics["samples_per_s"] == pytest.approx(total / slowest)
+    assert metrics["samples_per_s_per_device"] == pytest.approx(metrics["samples_per_s"] / 2)
+    # both ranks' peaks are in the MFU's denominator
+    assert all(r["peak_tflops"] and r["peak_tflops"] > 0 for r in ranks)
+    assert metrics["peak_tflops"] == pytest.approx(sum(r["peak_tflops"] for r in ranks))
+    assert metrics["mfu"] == pytest.approx(metrics["achieved_tflops"] / metrics["peak_tflops"])
