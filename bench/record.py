@@ -199,6 +199,15 @@ class RunDir:
         """Where a cell's process leaves its record for the orchestrator."""
         return self.cell_dir(cell_id) / f"record-r{repeat}.json"
 
+    def rank_failures(self, cell_id: str, repeat: int) -> list[Path]:
+        """The failure notes the ranks of a cell left (see ``rank_failure``)."""
+        return sorted(self.cell_dir(cell_id).glob(f"failure-r{repeat}-rank*.json"))
+
+    def rank_failure(self, cell_id: str, repeat: int, rank: int) -> Path:
+        """Where a rank notes how it failed: when one rank of a multi-process cell
+        fails, Lightning's launcher kills rank 0, which then writes no record."""
+        return self.cell_dir(cell_id) / f"failure-r{repeat}-rank{rank}.json"
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON so that readers see the old file or the new one, never half."""

@@ -54,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                        ("num-nodes", int)):
         settings.add_argument(f"--{flag}", type=kind, default=None)
     p.add_argument("--repeats", type=int, default=None, help="runs per cell (seed + repeat)")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and skip reasons")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells and skip reasons, build each runnable cell's strategy, "
+                        "precision plugin and DeepSpeed config; exit 1 on a problem")
+    p.add_argument("--assume-gpus", type=int, default=None, metavar="N",
+                   help="with --dry-run: plan as if N CUDA GPUs (bf16), DeepSpeed and a "
+                        "compiler were here")
     p.add_argument("--out", type=Path, default=Path("results"), help="results root")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="finish an earlier run: only cells without an ok record run")
@@ -84,6 +89,16 @@ def finish(run_dir: RunDir, plan: RunPlan) -> None:
                plan.wandb_mode)
 
 
+def planning_machine(args: argparse.Namespace) -> Machine:
+    if args.assume_gpus is None:
+        return Machine.detect()
+    if not args.dry_run:
+        raise ValueError("--assume-gpus plans only: use it with --dry-run")
+    if args.assume_gpus < 1:
+        raise ValueError(f"--assume-gpus must be at least 1, got {args.assume_gpus}")
+    return Machine.assume_gpus(args.assume_gpus)
+
+
 def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
              ) -> tuple[RunDir, RunPlan]:
     """A new run directory and its plan, or the resumed run's."""
@@ -102,14 +117,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--cell-timeout must be a positive number of seconds, "
                              f"got {args.cell_timeout:g}")
         wandb_mode = resolve_mode(args.wandb)
-        machine = Machine.detect()
+        machine = planning_machine(args)
         if args.dry_run:
             asked = requested_matrix(args, machine)
             if asked is None:
                 raise ValueError("--dry-run lists a matrix: give --matrix (a bare --resume "
                                  "runs the matrix.json of the run it resumes)")
-            print_plan(make_plan("dry-run", asked, machine, wandb_mode))
-            return 0
+            return 1 if print_plan(make_plan("dry-run", asked, machine, wandb_mode)) else 0
         if machine.launched_world_size is not None:
             from bench.orchestrate.launched import run_launched
 

@@ -98,10 +98,15 @@ def split_indices(generator_seed: int = SPLIT_SEED) -> tuple[list[int], list[int
 class ShuffledBatches:
     """Whole batches cut from tensors with one indexing op each.
 
-    Every rank draws the same seeded permutation per epoch; global batch ``k``
-    is ``perm[k*B*W:(k+1)*B*W]`` and rank ``r`` takes its ``r``-th slice of
-    ``B``. So W ranks with batch B see exactly the samples one process with
-    batch ``W*B`` sees. The permutation is drawn on the tensors' device.
+    Training (``drop_last``): every rank draws the same seeded permutation per
+    epoch; global batch ``k`` is ``perm[k*B*W:(k+1)*B*W]`` and rank ``r`` takes its
+    ``r``-th slice of ``B``. So W ranks with batch B see exactly the samples one
+    process with batch ``W*B`` sees. The permutation is drawn on the tensors' device.
+
+    Evaluation (no ``drop_last``): rank ``r`` takes the ``r``-th of W contiguous,
+    near-equal shards, cut into the same number of batches on every rank (at most
+    B each). Every sample counts exactly once, and no rank runs out of batches
+    while the others still enter the collectives of a synced metric.
     """
 
     def __init__(
@@ -122,25 +127,31 @@ class ShuffledBatches:
         self.epoch = 0
 
     def __len__(self) -> int:
-        global_batch = self.batch_size * self.world_size
         n = len(self.labels)
-        return n // global_batch if self.drop_last else -(-n // global_batch)
+        if self.drop_last:
+            return n // (self.batch_size * self.world_size)
+        largest_shard = -(-n // self.world_size)
+        return -(-largest_shard // self.batch_size)
+
+    def _order(self) -> torch.Tensor:
+        n, device = len(self.labels), self.labels.device
+        if not self.shuffle:
+            return torch.arange(n, device=device)
+        generator = torch.Generator(device=device).manual_seed(self.seed + self.epoch)
+        return torch.randperm(n, generator=generator, device=device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        device = self.labels.device
-        if self.shuffle:
-            generator = torch.Generator(device=device).manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=generator, device=device)
-        else:
-            order = torch.arange(n, device=device)
+        order = self._order()
         self.epoch += 1
-        global_batch = self.batch_size * self.world_size
-        for k in range(len(self)):
-            start = k * global_batch + self.rank * self.batch_size
-            idx = order[start : min(start + self.batch_size, n)]
-            if len(idx) == 0:
-                continue
+        if self.drop_last:
+            global_batch = self.batch_size * self.world_size
+            for k in range(len(self)):
+                start = k * global_batch + self.rank * self.batch_size
+                idx = order[start : start + self.batch_size]
+                yield self.images[idx], self.labels[idx]
+            return
+        shard = torch.tensor_split(order, self.world_size)[self.rank]
+        for idx in torch.tensor_split(shard, len(self)):
             yield self.images[idx], self.labels[idx]
 
 

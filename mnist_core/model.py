@@ -96,6 +96,9 @@ class MnistModel(L.LightningModule):
         self.loss_fn = nn.CrossEntropyLoss()
         self.val_accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=10)
         self.test_accuracy = torchmetrics.Accuracy(task="multiclass", num_classes=10)
+        # Sample-weighted means, synced as sums: the exact loss over every rank's images.
+        self.val_mean_loss = torchmetrics.MeanMetric()
+        self.test_mean_loss = torchmetrics.MeanMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -109,21 +112,22 @@ class MnistModel(L.LightningModule):
         return loss
 
     def _evaluate(
-        self, batch: tuple[torch.Tensor, torch.Tensor], metric: torchmetrics.Metric, prefix: str
+        self, batch: tuple[torch.Tensor, torch.Tensor], accuracy: torchmetrics.Metric,
+        mean_loss: torchmetrics.Metric, prefix: str,
     ) -> None:
         images, labels = batch
         logits = self(images)
-        loss = self.loss_fn(logits.float(), labels)
-        metric(logits, labels)
-        # Epoch-level values averaged over every rank's batches.
-        self.log(f"{prefix}_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
-        self.log(f"{prefix}_acc", metric, on_step=False, on_epoch=True)
+        accuracy(logits, labels)
+        mean_loss(self.loss_fn(logits.float(), labels), weight=len(labels))
+        # Epoch-level values over every rank's images (torchmetrics syncs the sums).
+        self.log(f"{prefix}_loss", mean_loss, on_step=False, on_epoch=True)
+        self.log(f"{prefix}_acc", accuracy, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_accuracy, "val")
+        self._evaluate(batch, self.val_accuracy, self.val_mean_loss, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_accuracy, "test")
+        self._evaluate(batch, self.test_accuracy, self.test_mean_loss, "test")
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

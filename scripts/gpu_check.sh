@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Exercise every GPU path on a fresh single-GPU machine in a few minutes and keep
-# the result as reference data:
+# Check every GPU path on a single-GPU machine in a few minutes and keep the result as
+# reference data:
 #
 #   scripts/gpu_check.sh [--wheels DIR] [--data-tar FILE] [-- extra bench.run arguments]
 #
 #   --wheels DIR     install deepspeed (and what it needs) from wheel files, no index
 #   --data-tar FILE  unpack MNIST from mnist-raw.tar.gz (MNIST/raw/*) instead of downloading
 #
-# Runs the `gpu-check` matrix (raw/single x 4 precisions; ddp, fsdp, DeepSpeed
-# ZeRO 1/2/3 and both offloads; compile default and reduce-overhead; the tutorial's
-# defaults; one time-to-98%-accuracy cell), then copies records, report, plots and
-# env.json to results/reference/<gpu-name>/.
+# 1. Stops at once, exit 2, without a CUDA GPU.
+# 2. Preflight: nvidia-smi, the C compiler and Python.h that torch.compile needs, ninja
+#    and DeepSpeed's cpu_adam op for offload, a two-step CUDA torch.compile smoke test.
+# 3. `bench.run --dry-run` of the gpu-check matrix: every cell built before any trains.
+# 4. The gpu-check matrix (raw/single x 4 precisions; ddp, fsdp, DeepSpeed ZeRO 1/2/3 and
+#    both offloads; compile default and reduce-overhead; the tutorial's defaults; one
+#    time-to-98%-accuracy cell), copied to results/reference/<gpu-name>/.
+# Exit status 0 only when the preflight passed and every record is ok; otherwise 1, with
+# every record that is not ok listed with its reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,28 +29,88 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
-    echo "no CUDA device visible to torch; this check needs one GPU" >&2; exit 2; }
+if ! command -v nvidia-smi >/dev/null 2>&1 || \
+   ! python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check: no CUDA GPU here (nvidia-smi missing or torch.cuda.is_available() is" \
+         "False); this check needs one" >&2
+    exit 2
+fi
 
 scratch="${GPU_CHECK_SCRATCH:-$PWD/.device}"
 mkdir -p "$scratch"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "$wheels" ]; then
     python3 -m pip install -q --no-index --no-deps --target "$scratch/site" "$wheels"/*.whl
-    export PYTHONPATH="$scratch/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$scratch/site:$PYTHONPATH"
+    # --target puts console scripts (ninja's among them, when it is a wheel) here.
+    export PATH="$scratch/site/bin:$PATH"
 fi
+# The ninja wheel keeps its binary in the package; DeepSpeed's JIT build looks on PATH.
+ninja_dir=$(python3 -c "import ninja; print(ninja.BIN_DIR)" 2>/dev/null || true)
+[ -n "$ninja_dir" ] && export PATH="$ninja_dir:$PATH"
 if [ -n "$data_tar" ]; then
     mkdir -p "$scratch/data" && tar xzf "$data_tar" -C "$scratch/data"
     export MNIST_DATA_DIR="$scratch/data"
 fi
 
+echo "== preflight"
+failed=0
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+python3 - <<'EOF' || failed=1
+import sys
+
+import torch
+
+from strategies.toolchain import Toolchain
+
+tools = Toolchain.detect()
+lines = [("C compiler (torch.compile)", tools.c_compiler),
+         ("Python.h (torch.compile)", tools.python_headers or None),
+         ("ninja (DeepSpeed offload JIT)", tools.ninja),
+         ("C++ compiler (DeepSpeed offload JIT)", tools.cxx_compiler),
+         ("DeepSpeed prebuilt ops", ", ".join(sorted(tools.deepspeed_prebuilt_ops)) or None)]
+for label, found in lines:
+    print(f"  {label:38} {found if found else 'MISSING'}")
+print(f"  {'offload possible':38} {tools.can_build_cpu_adam}")
+problems = 0
+if tools.can_compile:
+    try:  # two steps of a compiled model on the GPU: Triton builds its launcher here
+        net = torch.nn.Linear(64, 64).cuda()
+        step = torch.compile(lambda x: net(x).square().mean())
+        for _ in range(2):
+            step(torch.randn(32, 64, device="cuda")).backward()
+        torch.cuda.synchronize()
+        print(f"  {'CUDA torch.compile smoke test':38} ok")
+    except Exception as error:
+        print(f"  {'CUDA torch.compile smoke test':38} FAILED: {type(error).__name__}: {error}")
+        problems += 1
+sys.exit(1 if problems else 0)
+EOF
+
+echo "== dry run (cells that cannot run here are skipped, with the reason)"
+python3 -m bench.run --matrix gpu-check --dry-run "${extra[@]}" || failed=1
+
+echo "== gpu-check matrix"
 out="$scratch/results"
-python3 -m bench.run --matrix gpu-check --wandb disabled --out "$out" "${extra[@]}" || true
+python3 -m bench.run --matrix gpu-check --wandb disabled --out "$out" "${extra[@]}" || failed=1
 run_dir=$(ls -td "$out"/*/ | head -n 1)
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 dest="results/reference/$gpu"
 mkdir -p "$dest"
-cp "$run_dir"/{env.json,matrix.json,records.jsonl,summary.csv,report.md,report.html} "$dest"/ 2>/dev/null || true
+cp "$run_dir"/{env.json,matrix.json,records.jsonl,summary.csv,report.md,report.html} "$dest"/
 [ -d "$run_dir/plots" ] && cp -r "$run_dir/plots" "$dest"/
 echo "reference results: $dest"
+
+python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+import json
+import sys
+
+records = [json.loads(line) for line in open(sys.argv[1])]
+bad = [r for r in records if r["status"] != "ok"]
+for r in bad:
+    reason = (r["reason"] or "").splitlines()[0][:200]
+    print(f"NOT OK  {r['cell_id']} (repeat {r['repeat']}): {r['status']}: {reason}")
+print(f"{len(records) - len(bad)} of {len(records)} records ok")
+sys.exit(1 if bad else 0)
+EOF
+exit "$failed"

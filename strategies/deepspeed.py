@@ -76,6 +76,10 @@ def deepspeed_config(
         # names; ours replaces that one, so keep it: DeepSpeed otherwise refuses any
         # optimizer outside its tested list (torch SGD, one of the model's choices).
         "zero_allow_untested_optimizer": True,
+        # DeepSpeed clips gradients at norm 1.0 unless told otherwise; Lightning fills
+        # in 0 only when the key is missing. Said here, so that every engine built from
+        # this config trains the model as the other strategies do: unclipped.
+        "gradient_clipping": 0.0,
     }
     for section, values in PRECISION_SECTIONS[precision].items():
         config[section] = dict(values)

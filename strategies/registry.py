@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from strategies.toolchain import Toolchain
+
 ACCELERATORS = ("cpu", "cuda")
 ACCELERATOR_ALIASES = {"gpu": "cuda"}
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true")
@@ -98,6 +100,8 @@ class Machine:
     deepspeed: bool
     launched_world_size: int | None = None  # WORLD_SIZE from torchrun / SLURM, else None
     launched_local_world_size: int | None = None  # processes per node in that launch
+    can_compile: bool = True  # a C compiler and Python.h (strategies.toolchain)
+    can_build_cpu_adam: bool = True  # DeepSpeed's offload optimizer: prebuilt or buildable
 
     @property
     def launched_nodes(self) -> int:
@@ -116,23 +120,42 @@ class Machine:
             world = os.environ["SLURM_NTASKS"]
             # e.g. "4" or "4(x2)": tasks per node, the same on every node here
             local_world = os.environ.get("SLURM_NTASKS_PER_NODE", world).split("(")[0]
+        tools = Toolchain.detect()
         return cls(
-            cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1,
+            cpu_count=usable_cpus(),
             cuda_devices=cuda,
             cuda_bf16=bool(cuda) and torch.cuda.is_bf16_supported(),
             deepspeed=importlib.util.find_spec("deepspeed") is not None,
             launched_world_size=int(world) if world else None,
             launched_local_world_size=int(local_world) if local_world else None,
+            can_compile=tools.can_compile,
+            can_build_cpu_adam=tools.can_build_cpu_adam,
         )
+
+    @classmethod
+    def assume_gpus(cls, count: int) -> Machine:
+        """A machine with ``count`` bf16-capable CUDA GPUs, DeepSpeed and a full
+        toolchain: for planning a GPU run (``--dry-run --assume-gpus N``) elsewhere."""
+        return cls(cpu_count=max(usable_cpus(), 8 * count), cuda_devices=count, cuda_bf16=True,
+                   deepspeed=True)
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
 
 
 def why_skipped(cell: CellLike, machine: Machine) -> str | None:
     """None when the cell can run on ``machine``; otherwise the reason it cannot."""
-    spec = strategy_spec(cell.strategy)
-    accelerator = accelerator_name(cell.accelerator)
+    strategy_spec(cell.strategy)
+    accelerator_name(cell.accelerator)
     precision_name(cell.precision)
-    world = cell.devices * cell.num_nodes
+    return (_not_on_this_hardware(cell, machine) or _refused_combination(cell, machine)
+            or _not_in_this_launch(cell, machine))
+
+
+def _not_on_this_hardware(cell: CellLike, machine: Machine) -> str | None:
+    spec, accelerator = strategy_spec(cell.strategy), accelerator_name(cell.accelerator)
     if spec.needs_cuda and accelerator != "cuda":
         kind = "DeepSpeed" if spec.needs_deepspeed else "FSDP"
         return f"Lightning's {kind} strategy needs CUDA devices; it does not run on CPU"
@@ -140,18 +163,41 @@ def why_skipped(cell: CellLike, machine: Machine) -> str | None:
         return "no CUDA device on this machine"
     if spec.needs_deepspeed and not machine.deepspeed:
         return "deepspeed is not installed (pip install deepspeed)"
+    if accelerator == "cuda" and cell.precision.startswith("bf16") and not machine.cuda_bf16:
+        return "this GPU does not support bf16"
+    compile_mode = getattr(cell, "compile", "none")
+    if compile_mode != "none" and not machine.can_compile:
+        return ("torch.compile builds generated code (Triton's launcher on CUDA, C++ kernels "
+                "on CPU) and needs a C compiler and Python.h; this machine lacks one "
+                "(install gcc and python3-dev)")
+    if spec.offload and not machine.can_build_cpu_adam:
+        return ("DeepSpeed offload needs its cpu_adam op: prebuilt (DS_BUILD_CPU_ADAM=1 pip "
+                "install deepspeed) or built on first use, which needs ninja on PATH and a "
+                "C++ compiler; neither is here")
+    return None
+
+
+def _refused_combination(cell: CellLike, machine: Machine) -> str | None:
+    """Combinations that Lightning or the libraries refuse, or would silently change."""
+    spec, accelerator = strategy_spec(cell.strategy), accelerator_name(cell.accelerator)
     if accelerator == "cpu" and cell.precision == "16-mixed":
         return ("fp16 AMP is not supported on CPU (Lightning would silently run "
                 "bf16-mixed instead)")
-    if accelerator == "cuda" and cell.precision.startswith("bf16") and not machine.cuda_bf16:
-        return "this GPU does not support bf16"
-    if not spec.lightning and world > 1:
+    if spec.needs_deepspeed and getattr(cell, "compile", "none") != "none":
+        return ("Lightning refuses a compiled model under DeepSpeedStrategy (only single "
+                "device, DDP and FSDP support torch.compile)")
+    if not spec.lightning and cell.devices * cell.num_nodes > 1:
         return "the raw PyTorch loop runs on one device only"
     if not spec.lightning and getattr(cell, "mode", "throughput") != "throughput":
         return "the raw PyTorch loop measures throughput only"
     if spec.offload and getattr(cell, "optimizer", "adam") != "adam":
         return ("DeepSpeed offload runs its own CPU Adam; optimizer "
                 f"{getattr(cell, 'optimizer', '?')!r} would be silently replaced")
+    return None
+
+
+def _not_in_this_launch(cell: CellLike, machine: Machine) -> str | None:
+    world = cell.devices * cell.num_nodes
     if machine.launched_world_size is not None:
         if world != machine.launched_world_size or cell.num_nodes != machine.launched_nodes:
             return (f"launched with {machine.launched_world_size} processes on "
@@ -160,6 +206,7 @@ def why_skipped(cell: CellLike, machine: Machine) -> str | None:
         return None
     if cell.num_nodes > 1:
         return "multi-node cells need a torchrun or SLURM launch on every node"
+    accelerator = accelerator_name(cell.accelerator)
     available = machine.cuda_devices if accelerator == "cuda" else machine.cpu_count
     unit = "CUDA devices" if accelerator == "cuda" else "CPU cores"
     if cell.devices > available:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -22,8 +23,10 @@ from bench.execute.workload import Workload, build_effective, build_raw, prepare
 from bench.matrix import Cell
 from bench.measure.derive import derive_metrics
 from bench.measure.env import env_key
-from bench.record import OOM_REASON, Record, RunDir, Status
+from bench.record import OOM_REASON, Raw, Record, RunDir, Status, write_json_atomic
 from strategies.registry import strategy_spec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ class ExecuteOptions:
 
 
 def current_rank() -> int:
-    """This process's global rank (Lightning sets it once the Trainer exists)."""
+    """This process's global rank. Lightning reads it from the launcher's variables on
+    import (RANK under torchrun, LOCAL_RANK in the processes its own launcher starts)
+    and sets it again once the Trainer exists."""
     from lightning.pytorch.utilities import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
@@ -52,26 +57,42 @@ def execute(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -
     for out-of-memory), never an exception."""
     started = time.perf_counter()
     record = Record.new(cell, repeat, options.run_id, Status.OK, env_key(cell.accelerator))
-    try:
-        _train_and_measure(cell, repeat, run_dir, options, record, started)
-    except Exception as error:  # the record says how it failed; the matrix goes on
-        traceback.print_exc()
-        record.status = Status.FAILED
-        record.reason = OOM_REASON if is_out_of_memory(error) else \
-            f"{type(error).__name__}: {error}".strip()[:2000]
+    # 1. A fault asked for by the isolation tests, then settings, seed, model and data:
+    #    the same for every backend.
+    workload = _guarded(record, run_dir, lambda: _prepare(cell, repeat, run_dir, options))
+    # 2. Under torchrun every rank learns whether another failed to prepare, so that no
+    #    rank enters training (and its collectives) alone.
+    agree_on_failure(record)
+    if workload is not None and record.ok:
+        _guarded(record, run_dir, lambda: _train_and_measure(workload, run_dir, options,
+                                                             record, started))
     if record.wall_s is None:
         record.wall_s = time.perf_counter() - started
     return record
 
 
-def _train_and_measure(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions,
+def _guarded(record: Record, run_dir: RunDir, step: Callable[[], T]) -> T | None:
+    """``step()``, or None with the record marked failed when it raises."""
+    try:
+        return step()
+    except Exception as error:  # the record says how it failed; the matrix goes on
+        traceback.print_exc()
+        record.status = Status.FAILED
+        record.reason = OOM_REASON if is_out_of_memory(error) else \
+            f"{type(error).__name__}: {error}".strip()[:2000]
+        note_rank_failure(run_dir, record, current_rank())
+        return None
+
+
+def _prepare(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -> Workload:
+    inject_fault(cell.id, current_rank())  # MNIST_BENCH_INJECT_FAULT, else nothing
+    run_dir.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
+    return prepare(cell, repeat, options.data_dir)
+
+
+def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOptions,
                        record: Record, started: float) -> None:
-    # 1. A fault asked for by the isolation tests (MNIST_BENCH_INJECT_FAULT), else nothing.
-    inject_fault(cell.id)
-    cell_dir = run_dir.cell_dir(cell.id)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    # 2. Process settings, seed, model and data: the same for every backend.
-    workload = prepare(cell, repeat, options.data_dir)
+    cell, repeat, cell_dir = workload.cell, workload.repeat, run_dir.cell_dir(workload.cell.id)
     # 3. The backend's loop: warm-up, measured window, validation.
     logger = None
     if strategy_spec(cell.strategy).lightning:
@@ -93,6 +114,31 @@ def _train_and_measure(cell: Cell, repeat: int, run_dir: RunDir, options: Execut
     # 5. The wandb run gets the record's metrics and is closed.
     if logger is not None:
         wandb_sink.finish_cell(logger, record)
+
+
+def agree_on_failure(record: Record) -> None:
+    """Where a process group already exists (a torchrun walk), fail this rank's record
+    too when another rank's failed, naming the first failed rank. A collective: every
+    rank calls it. (In a cell's own processes the group is made later, by Lightning.)"""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    outcomes: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(outcomes, None if record.ok else record.reason)
+    failed = [(rank, reason) for rank, reason in enumerate(outcomes) if reason is not None]
+    if failed and record.ok:
+        rank, reason = failed[0]
+        record.status, record.reason = Status.FAILED, f"rank {rank} failed: {reason}"
+        record.raw, record.effective, record.metrics = Raw(), {}, {}
+
+
+def note_rank_failure(run_dir: RunDir, record: Record, rank: int) -> None:
+    """Leave this rank's failure where the orchestrator looks when rank 0 wrote no
+    record (it is killed by Lightning's launcher when another rank exits non-zero)."""
+    path = run_dir.rank_failure(record.cell_id, record.repeat, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"rank": rank, "reason": record.reason, "at": time.time()})
 
 
 def _save_weights(workload: Workload, options: ExecuteOptions) -> None:

@@ -54,10 +54,11 @@ def kill_group(process: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
             continue
 
 
-def exit_reason(returncode: int) -> str:
+def exit_reason(returncode: int, oom_hint: bool = True) -> str:
     if returncode < 0:
         name = signal.Signals(-returncode).name
-        hint = " (the kernel's out-of-memory killer sends this)" if name == "SIGKILL" else ""
+        hint = " (the kernel's out-of-memory killer sends this)" \
+            if name == "SIGKILL" and oom_hint else ""
         return f"killed by {name}{hint}"
     return f"exited with status {returncode}"
 
@@ -87,7 +88,8 @@ class CellProcess:
         o, cell_id = self.options, self.cell.id
         o.run_dir.cell_dir(cell_id).mkdir(parents=True, exist_ok=True)
         log, out = o.run_dir.cell_log(cell_id), o.run_dir.cell_record(cell_id, self.repeat)
-        out.unlink(missing_ok=True)
+        for stale in (out, *o.run_dir.rank_failures(cell_id, self.repeat)):
+            stale.unlink(missing_ok=True)
         started = time.perf_counter()
         with open(log, "a") as handle:
             handle.write(f"=== repeat {self.repeat}: {' '.join(self.command())}\n")
@@ -96,6 +98,9 @@ class CellProcess:
                 self.command(), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
             returncode, timed_out = self._wait(started)
+            # The launcher is gone; a rank it started may not be (stuck in a collective).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         wall = time.perf_counter() - started
         if self.stopped:
             record = self._record(Status.INTERRUPTED, "stopped by SIGINT/SIGTERM while running")
@@ -107,10 +112,24 @@ class CellProcess:
             if record.status is Status.FAILED and record.reason != OOM_REASON:
                 record.reason = f"{record.reason}\n--- last lines of the log ---\n{log_tail(log)}"
         else:
-            record = self._record(Status.FAILED, f"{exit_reason(returncode)} before writing its "
-                                  f"record\n--- last lines of the log ---\n{log_tail(log)}")
+            record = self._record(Status.FAILED, self._first_failure(returncode, log))
         record.wall_s = record.wall_s or wall
         return record
+
+    def _first_failure(self, returncode: int, log: Path) -> str:
+        """Why a cell that wrote no record failed: the first rank's own note when one
+        left it (Lightning's launcher then killed rank 0), else how the process ended."""
+        notes = [json.loads(path.read_text())
+                 for path in self.options.run_dir.rank_failures(self.cell.id, self.repeat)]
+        tail = f"\n--- last lines of the log ---\n{log_tail(log)}"
+        if not notes:
+            return f"{exit_reason(returncode)} before writing its record{tail}"
+        first = min(notes, key=lambda note: note["at"])
+        if first["reason"] == OOM_REASON:
+            return OOM_REASON
+        return (f"{first['reason']} (rank {first['rank']}, the first of {len(notes)} failed "
+                f"rank(s); rank 0 then {exit_reason(returncode, oom_hint=False)}, as Lightning's "
+                f"launcher stops every rank when one fails){tail}")
 
     def _record(self, status: Status, reason: str) -> Record:
         return Record.new(self.cell, self.repeat, self.options.run_id, status,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
-from bench.execute.lifecycle import ExecuteOptions, execute
+from bench.execute.lifecycle import ExecuteOptions, agree_on_failure, execute
 from bench.measure.env import env_key
 from bench.orchestrate.plan import RunPlan
 from bench.orchestrate.progress import progress_line
@@ -82,7 +82,9 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
         else:
             record = execute(cell, repeat, run_dir, options)
             release_memory()
-            dist.barrier()  # every rank leaves the cell before the next one starts
+            # A collective, so every rank leaves the cell before the next one starts; a
+            # cell that failed on any rank is recorded as failed, with that rank's reason.
+            agree_on_failure(record)
         if rank == 0:
             append_record(run_dir.records, record)
             print(progress_line(index, plan, record), flush=True)

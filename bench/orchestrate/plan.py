@@ -92,13 +92,26 @@ def requested_matrix(args: argparse.Namespace, machine: Machine) -> Matrix | Non
     return Matrix(tuple(expand(spec, machine)), repeats)
 
 
-def print_plan(plan: RunPlan) -> None:
+def print_plan(plan: RunPlan) -> int:
+    """List every cell with its fate here; build what each runnable cell needs (strategy,
+    precision plugin, DeepSpeed config) and list what fails. Returns the problem count."""
+    from strategies.preflight import build_problems  # imports Lightning: dry runs only
+
     runnable = sum(1 for run in plan.pending if run.skip_reason is None)
     cells = plan.matrix.cells
     print(f"{len(cells)} cells x {plan.matrix.repeats} repeat(s): {runnable} run(s) here, "
           f"{len(plan.pending) - runnable} skipped")
     width = max((len(cell.id) for cell in cells), default=10)
+    problems = 0
     for cell, repeat, reason in plan.pending:
         if repeat:
             continue
-        print(f"  {cell.id:<{width}}  {'run' if reason is None else 'skip: ' + reason}")
+        if reason is not None:
+            print(f"  {cell.id:<{width}}  skip: {reason}")
+            continue
+        found = build_problems(cell)
+        problems += len(found)
+        print(f"  {cell.id:<{width}}  " + ("run" if not found else "PROBLEM: " + "; ".join(found)))
+    if problems:
+        print(f"{problems} problem(s) found before anything ran")
+    return problems

@@ -64,8 +64,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "deepspeed_stage_3", "deepspeed_stage_2_offload",
                       "deepspeed_stage_3_offload"],
          "precision": ["bf16-mixed"], "batch_size": [256], "optimizer_impl": ["default"]},
-        {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [64, 8192],
+        {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [64]},
+        {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [8192],
          "compile": ["none", "default", "reduce-overhead"]},
+        # Lightning supports torch.compile under FSDP: checked here, once.
+        {"strategy": ["fsdp"], "precision": ["bf16-mixed"], "batch_size": [256],
+         "compile": ["default"], "optimizer_impl": ["default"]},
         {"strategy": ["single"], "precision": ["32-true"], "batch_size": [64],
          "loader": ["torchvision"], "optimizer_impl": ["default"]},
         {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [256],
@@ -181,9 +185,52 @@ def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
 
 
 def apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Replace axes or settings with command-line values (already parsed into lists)."""
+    """Lay command-line values (already parsed into lists) over a matrix.
+
+    Settings (steps, seed, ...) replace the matrix's everywhere. An axis replaces the
+    matrix's in a flat matrix; in a matrix made of ``blocks`` it narrows instead: each
+    block keeps the given values it already has and a block with none of them is
+    dropped, so ``--matrix speed --accelerators cpu`` is the CPU part of ``speed``, not
+    its GPU blocks turned into CPU cells."""
     given = {key: value for key, value in overrides.items() if value is not None}
-    merged = dict(spec) | given
-    if "blocks" in merged:  # the command line wins over every block
-        merged["blocks"] = [dict(block) | given for block in merged["blocks"]]
-    return merged
+    if "blocks" not in spec:
+        return dict(spec) | given
+    axes = {key: value for key, value in given.items() if key in AXES}
+    settings = {key: value for key, value in given.items() if key not in AXES}
+    common = {key: value for key, value in spec.items() if key != "blocks"}
+    blocks = [narrowed for block in spec["blocks"]
+              if (narrowed := _narrow(common | dict(block) | settings, axes)) is not None]
+    if not blocks:
+        have = {axis: sorted({str(v) for block in spec["blocks"]
+                              for v in _values(common | dict(block), axis)}) for axis in axes}
+        raise MatrixError(
+            "an axis given on the command line narrows the blocks of this matrix, and no "
+            f"block has all of {({k: list(v) for k, v in axes.items()})}; its blocks have "
+            f"{have}. For other values, write a TOML matrix (see the README's Matrices).")
+    return {key: value for key, value in common.items() if key in RUN_SETTINGS} | {
+        "blocks": blocks}
+
+
+def _values(block: Mapping[str, Any], axis: str) -> list[Any]:
+    default = next(f.default for f in fields(Cell) if f.name == axis)
+    value = block.get(axis, default)
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _narrow(block: dict[str, Any], axes: Mapping[str, list[Any]]) -> dict[str, Any] | None:
+    """``block`` with each axis cut down to the given values; None when one is left empty."""
+    for axis, wanted in axes.items():
+        have = _values(block, axis)
+        if have == ["auto"]:  # "every device count this machine offers": take the given ones
+            block[axis] = list(wanted)
+            continue
+        names = {_canonical(axis, value) for value in wanted}
+        kept = [value for value in have if _canonical(axis, value) in names]
+        if not kept:
+            return None
+        block[axis] = kept
+    return block
+
+
+def _canonical(axis: str, value: Any) -> Any:
+    return accelerator_name(str(value)) if axis == "accelerator" else value

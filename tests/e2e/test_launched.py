@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from bench.execute.faults import ENV_VAR
+
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # DDP cells that run, and one that is skipped here (fp16 AMP on CPU): every one must
@@ -56,38 +58,63 @@ def the_records(out: Path) -> list[dict[str, Any]]:
 
 
 def check_records(records: list[dict[str, Any]], expected: list[tuple[str, str]],
-                  num_nodes: int) -> None:
+                  num_nodes: int, world_size: int = 2) -> None:
     assert [(r["cell_id"], r["status"]) for r in records] == expected
     for record in records:
         if record["status"] == "skipped":
             assert "fp16 AMP is not supported on CPU" in record["reason"]
             continue
-        assert record["effective"]["world_size"] == 2
-        assert record["effective"]["global_batch_size"] == 32
+        if record["status"] == "failed":  # a fault injected into one rank, by the test
+            assert "fault injected into" in record["reason"]
+            continue
+        assert record["effective"]["world_size"] == world_size
+        assert record["effective"]["global_batch_size"] == 16 * world_size
         assert record["effective"]["strategy"] == "DDPStrategy"
         assert record["effective"]["precision"] == record["cell"]["precision"]
         assert record["cell"]["num_nodes"] == num_nodes
-        assert record["cell"]["devices"] * record["cell"]["num_nodes"] == 2
-        assert len(record["raw"]["ranks"]) == 2  # both ranks measured, rank 0 wrote
+        assert record["cell"]["devices"] * record["cell"]["num_nodes"] == world_size
+        assert len(record["raw"]["ranks"]) == world_size  # every rank measured, rank 0 wrote
         assert record["metrics"]["samples_per_s"] > 0
 
 
 @pytest.mark.slow
 def test_torchrun_standalone_two_processes(tmp_path: Path, bench_env: dict[str, str]) -> None:
     out = tmp_path / "out"
-    # Two cells run one after the other in the same processes and process group.
+    # Cells run one after the other in the same processes and process group; the
+    # first fails on rank 1 only, and the walk goes on in step.
+    env = bench_env | {ENV_VAR: "cpu-2x-ddp-bf16-mixed-bs16-tensor@1=raise"}
     process = start([*TORCHRUN, "--standalone", "--nproc_per_node=2", *CELLS, "--precisions",
-                     "32-true,bf16-mixed,16-mixed", "--out", str(out)], bench_env)
+                     "bf16-mixed,32-true,16-mixed", "--out", str(out)], env)
     output = finish(process, LAUNCH_TIMEOUT_S)
     assert process.returncode == 0, output[-5000:]
-    expected = [("cpu-2x-ddp-32-true-bs16-tensor", "ok"),
-                ("cpu-2x-ddp-bf16-mixed-bs16-tensor", "ok"),
+    expected = [("cpu-2x-ddp-bf16-mixed-bs16-tensor", "failed"),
+                ("cpu-2x-ddp-32-true-bs16-tensor", "ok"),
                 ("cpu-2x-ddp-16-mixed-bs16-tensor", "skipped")]
-    check_records(the_records(out), expected, num_nodes=1)
+    records = the_records(out)
+    check_records(records, expected, num_nodes=1)
+    assert records[0]["reason"].startswith("rank 1 failed: RuntimeError: fault injected")
     # rank 0 alone reports: one header, one progress line per cell
     assert output.count("cell run(s) on 2 processes") == 1
     for cell, status in expected:
         assert output.count(f"] {cell}  {status}") == 1
+
+
+@pytest.mark.slow
+def test_torchrun_three_processes_a_failing_rank_fails_the_cell_on_all(
+        tmp_path: Path, bench_env: dict[str, str]) -> None:
+    """Rank 2 of 3 fails a cell; every rank records the failure and the next cell runs
+    on all three in step (no stray collective pairs with the next cell's)."""
+    out = tmp_path / "out"
+    env = bench_env | {ENV_VAR: "cpu-3x-ddp-bf16-mixed-bs16-tensor@2=raise"}
+    process = start([*TORCHRUN, "--standalone", "--nproc_per_node=3", *CELLS, "--precisions",
+                     "bf16-mixed,32-true", "--out", str(out)], env)
+    output = finish(process, LAUNCH_TIMEOUT_S)
+    assert process.returncode == 0, output[-5000:]
+    records = the_records(out)
+    check_records(records, [("cpu-3x-ddp-bf16-mixed-bs16-tensor", "failed"),
+                            ("cpu-3x-ddp-32-true-bs16-tensor", "ok")], num_nodes=1,
+                  world_size=3)
+    assert records[0]["reason"].startswith("rank 2 failed: RuntimeError: fault injected")
 
 
 @pytest.mark.slow

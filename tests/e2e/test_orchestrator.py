@@ -235,3 +235,28 @@ def test_sigint_keeps_what_finished_and_resume_completes_it(
     assert [(r["cell_id"], r["status"]) for r in superseded] == [(second, "interrupted")]
     assert len(list(out.iterdir())) == 1  # the resume wrote into the same run directory
     assert second in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_failing_rank_is_the_reason_and_no_rank_outlives_its_cell(
+        tmp_path: Path, bench_env: dict[str, str]) -> None:
+    """Rank 1 of a 2-process DDP cell fails; Lightning's launcher then SIGKILLs rank 0,
+    which writes no record. The record names rank 1's error, not the SIGKILL (which
+    would read as the kernel's OOM killer), and nothing of the cell is left running."""
+    ddp = "cpu-2x-ddp-32-true-bs16-tensor"
+    env = bench_env | {ENV_VAR: f"{ddp}@1=raise"}
+    out = tmp_path / "out"
+    result = bench_run(["--matrix", "smoke", "--strategies", "ddp", "--precisions", "32-true",
+                        "--batch-sizes", "16", "--steps", "2", "--warmup-steps", "1",
+                        "--wandb", "disabled", "--out", str(out),
+                        "--cell-timeout", str(3 * CELL_TIMEOUT_S)],
+                       env, timeout=3 * CELL_TIMEOUT_S + 120)
+    assert result.returncode == 0, result.stderr
+    run_dir = run_dir_of(out)
+    [failed] = records(run_dir)
+    assert failed["status"] == "failed"
+    first_line = failed["reason"].splitlines()[0]
+    assert first_line.startswith(f"RuntimeError: fault injected into {ddp}")
+    assert "(rank 1, the first of 1 failed rank(s); rank 0 then" in first_line
+    assert "out-of-memory" not in first_line
+    assert not processes_mentioning(str(run_dir)), "a rank outlived its cell"

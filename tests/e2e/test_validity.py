@@ -171,6 +171,16 @@ def test_ddp_sgd_final_weights_match_one_process_with_twice_the_batch(
 
 
 @pytest.mark.slow
+def test_ddp_validation_counts_every_image_once_like_one_process(runs: dict[str, Any]) -> None:
+    """Same weights, so the same validation: the 5000 images split over 2 ranks (each
+    rank the same number of batches) give the one-process loss and accuracy exactly,
+    not a mean of the ranks' means."""
+    ddp, single = runs["ddp_sgd"]["metrics"], runs["single_sgd"]["metrics"]
+    assert ddp["val_acc"] == pytest.approx(single["val_acc"], abs=1e-6)
+    assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
 def test_ddp_adam_losses_match_one_process_with_twice_the_batch(
         runs: dict[str, Any]) -> None:
     ranks = runs["ddp_adam"]["raw"]["ranks"]

@@ -17,3 +17,4 @@ class FakeCell:
     lr: float = 1e-3
     optimizer: str = "adam"
     mode: str = "throughput"
+    compile: str = "none"

@@ -90,9 +90,23 @@ def test_batch_size_and_what_lightning_owns() -> None:
     ] == 64
     config = deepspeed_config(2, False, "32-true")
     assert "train_micro_batch_size_per_gpu" not in config  # Lightning infers it
-    # Lightning refuses a config with gradient_accumulation_steps; it sets clipping.
+    # Lightning refuses a config with gradient_accumulation_steps.
     assert "gradient_accumulation_steps" not in config
-    assert "gradient_clipping" not in config
+
+
+@pytest.mark.parametrize("stage, offload", [(1, False), (2, False), (3, False), (2, True),
+                                            (3, True)])
+def test_no_config_clips_gradients_as_deepspeed_does_by_default(stage: int,
+                                                                 offload: bool) -> None:
+    """DeepSpeed clips at norm 1.0 when a config does not say otherwise; an engine built
+    from our config must train unclipped, as every other strategy does."""
+    config = deepspeed_config(stage, offload, "bf16-mixed", batch_size=16)
+    assert config["gradient_clipping"] == 0.0
+    deepspeed = pytest.importorskip("deepspeed")
+    parsed = deepspeed.runtime.config.DeepSpeedConfig(config)
+    assert parsed.gradient_clipping == 0.0
+    assert deepspeed.runtime.config.DeepSpeedConfig(
+        {"train_micro_batch_size_per_gpu": 16}).gradient_clipping == 1.0  # the trap
 
 
 def test_each_call_returns_a_fresh_config() -> None:

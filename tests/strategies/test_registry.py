@@ -86,3 +86,51 @@ def test_raw_is_not_a_lightning_strategy() -> None:
     assert not strategy_spec("raw").lightning
     with pytest.raises(ValueError, match="not run through a Lightning Trainer"):
         trainer_arguments(FakeCell(strategy="raw"))
+
+
+@pytest.mark.parametrize("strategy", ["deepspeed_stage_1", "deepspeed_stage_2",
+                                      "deepspeed_stage_3", "deepspeed_stage_3_offload"])
+def test_deepspeed_with_compile_is_skipped_as_lightning_refuses_it(strategy: str) -> None:
+    cell = FakeCell(accelerator="cuda", strategy=strategy, precision="bf16-mixed",
+                    compile="default")
+    reason = why_skipped(cell, ONE_GPU)
+    assert reason is not None and "refuses a compiled model under DeepSpeedStrategy" in reason
+    assert why_skipped(FakeCell(accelerator="cuda", strategy=strategy), ONE_GPU) is None
+
+
+@pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp"])
+def test_compile_runs_where_lightning_supports_it(strategy: str) -> None:
+    cell = FakeCell(accelerator="cuda", strategy=strategy, compile="default")
+    assert why_skipped(cell, ONE_GPU) is None
+
+
+def test_missing_build_tools_skip_the_cells_that_need_them() -> None:
+    no_tools = Machine(cpu_count=16, cuda_devices=1, cuda_bf16=True, deepspeed=True,
+                       can_compile=False, can_build_cpu_adam=False)
+    compiled = why_skipped(FakeCell(accelerator="cuda", compile="default"), no_tools)
+    assert compiled is not None and "needs a C compiler and Python.h" in compiled
+    offload = why_skipped(FakeCell(accelerator="cuda", strategy="deepspeed_stage_2_offload"),
+                          no_tools)
+    assert offload is not None and "ninja on PATH" in offload
+    assert why_skipped(FakeCell(accelerator="cuda", strategy="deepspeed_stage_2"),
+                       no_tools) is None
+
+
+def test_an_assumed_gpu_machine_plans_like_a_real_one() -> None:
+    eight = Machine.assume_gpus(8)
+    assert eight.cuda_devices == 8 and eight.cuda_bf16 and eight.deepspeed
+    assert eight.can_compile and eight.can_build_cpu_adam
+    assert why_skipped(FakeCell(accelerator="cuda", devices=8, strategy="fsdp"), eight) is None
+    assert "needs 16 CUDA devices" in str(why_skipped(
+        FakeCell(accelerator="cuda", devices=16, strategy="ddp"), eight))
+
+
+def test_the_toolchain_is_read_without_importing_deepspeed() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from strategies.toolchain import Toolchain; t = Toolchain.detect(); "
+            "print('deepspeed' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "False"]

@@ -24,10 +24,13 @@ def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], logge
         default_root_dir=str(cell_dir), log_every_n_steps=10, deterministic=False,
     )
     if cell.mode == "throughput":
-        # Fixed steps; no validation inside fit (it is not training time), one after.
-        return L.Trainer(max_steps=cell.warmup_steps + cell.steps, max_epochs=-1,
-                         check_val_every_n_epoch=None, val_check_interval=10**9,
-                         enable_checkpointing=False, **common)
+        # Fixed steps, then one validation inside fit, after the last step (the clock
+        # pauses for it). Not trainer.validate() after fit: Lightning's teardown has
+        # moved the module to the CPU by then, which ZeRO-3 never moves back, and
+        # under FSDP the root is not rewrapped for it.
+        steps = cell.warmup_steps + cell.steps
+        return L.Trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None,
+                         val_check_interval=steps, enable_checkpointing=False, **common)
     return L.Trainer(max_epochs=cell.max_epochs, check_val_every_n_epoch=None,
                      val_check_interval=cell.val_every_steps, **common)
 
@@ -49,15 +52,13 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
     ranks = measure.ranks
     for rank_raw, rank_peak in zip(ranks, gather(peak.peak_tflops), strict=True):
         rank_raw.peak_tflops = rank_peak
-    outcome: dict[str, Any] = {}
+    outcome = {key: float(trainer.callback_metrics[key]) for key in ("val_acc", "val_loss")
+               if key in trainer.callback_metrics}  # the in-fit validation's
     if target is not None:
-        outcome |= target.result()
+        outcome |= target.result() | {"val_acc": target.best_val_acc,
+                                      "val_loss": target.last_val_loss}
         results = trainer.test(fit_model, datamodule=workload.datamodule, verbose=verbose)
-    else:
-        results = trainer.validate(fit_model, datamodule=workload.datamodule, verbose=verbose)
-    outcome |= {key: float(value) for key, value in (results[0] if results else {}).items()}
-    if target is not None:
-        outcome |= {"val_acc": target.best_val_acc, "val_loss": target.last_val_loss}
+        outcome |= {key: float(value) for key, value in (results[0] if results else {}).items()}
     extra: dict[str, Any] = {}
     if hasattr(trainer.strategy, "config") and isinstance(trainer.strategy.config, dict):
         extra["deepspeed_config"] = trainer.strategy.config

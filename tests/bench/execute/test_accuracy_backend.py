@@ -12,9 +12,9 @@ import pytest
 from bench import record as rec
 from bench.matrix import Cell
 
-TARGET = 0.95
+TARGET = 0.90
 BATCH = 64
-VAL_EVERY = 100
+VAL_EVERY = 50
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 
 from bench.matrix import MatrixError
 from bench.orchestrate.plan import Matrix, make_plan
-from bench.orchestrate.presets import PRESETS, expand, load_matrix
+from bench.orchestrate.presets import PRESETS, apply_overrides, expand, load_matrix
 from strategies.registry import Machine
 
 CPU_BOX = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=True)
@@ -76,3 +76,30 @@ def test_a_plan_leaves_out_finished_runs_and_counts_what_is_left() -> None:
     assert len(plan.pending) == 2 * len(cells) - 1
     assert (first, 0) not in {(run.cell.id, run.repeat) for run in plan.pending}
     assert plan.runnable_left(0) == len(plan.pending)
+
+
+def test_an_axis_narrows_a_preset_made_of_blocks() -> None:
+    """`--matrix speed --accelerators cpu` is the CPU part of speed (14 cells), not its
+    CUDA blocks turned into CPU cells (bs 8192, compile)."""
+    spec = apply_overrides(load_matrix("speed"), {"accelerator": ["cpu"], "steps": 3})
+    cells = expand(spec, EIGHT_GPUS)
+    assert len(cells) == 14
+    assert {c.accelerator for c in cells} == {"cpu"}
+    assert {c.compile for c in cells} == {"none"} and max(c.batch_size for c in cells) == 1024
+    assert {c.steps for c in cells} == {3}  # a setting still replaces everywhere
+    gpu_only = expand(apply_overrides(load_matrix("speed"), {"compile": ["default"]}),
+                      EIGHT_GPUS)
+    assert {(c.accelerator, c.compile) for c in gpu_only} == {("cuda", "default")}
+    aliased = expand(apply_overrides(load_matrix("speed"), {"accelerator": ["gpu"]}),
+                     EIGHT_GPUS)
+    assert {c.accelerator for c in aliased} == {"cuda"}
+
+
+def test_an_axis_no_block_has_is_an_error_naming_what_they_have() -> None:
+    with pytest.raises(MatrixError, match=r"no block has .*'tensor'.*\['device', 'torchvision'\]"):
+        apply_overrides(load_matrix("gpu-check"), {"loader": ["tensor"]})
+
+
+def test_an_axis_replaces_in_a_flat_matrix() -> None:
+    cells = expand(apply_overrides(load_matrix("smoke"), {"precision": ["bf16-true"]}), CPU_BOX)
+    assert {c.precision for c in cells} == {"bf16-true"}
