@@ -1,0 +1,36 @@
+"""bench.execute.settings: the per-process choices a cell makes and records."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from bench.execute.settings import apply_process_settings, loader_workers, threads_per_rank
+from bench.matrix import Cell
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def test_cpu_ranks_split_the_cores_and_gpu_ranks_take_them_all() -> None:
+    assert threads_per_rank(Cell(devices=1)) == CORES
+    assert threads_per_rank(Cell(strategy="ddp", devices=2)) == max(1, CORES // 2)
+    assert threads_per_rank(Cell(strategy="ddp", devices=64)) == 1  # never zero
+    assert threads_per_rank(Cell(accelerator="cuda", strategy="ddp", devices=8)) == CORES
+
+
+def test_only_the_torchvision_loader_on_cuda_gets_workers() -> None:
+    assert loader_workers(Cell(accelerator="cuda", loader="torchvision")) == 4
+    assert loader_workers(Cell(accelerator="cpu", loader="torchvision")) == 0
+    assert loader_workers(Cell(accelerator="cuda", loader="device")) == 0
+
+
+def test_the_settings_applied_are_the_settings_recorded() -> None:
+    before = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    try:
+        chosen = apply_process_settings(Cell(matmul_precision="high", channels_last=True))
+        assert chosen == {"num_threads": torch.get_num_threads(), "matmul_precision": "high",
+                          "cudnn_allow_tf32": True, "channels_last": True, "loader_workers": 0}
+    finally:
+        torch.set_num_threads(before[0])
+        torch.set_float32_matmul_precision(before[1])

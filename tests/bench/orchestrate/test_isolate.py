@@ -1,0 +1,38 @@
+"""bench.orchestrate.isolate: how a child's end is described, and the command line
+that describes exactly one cell."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from bench.matrix import Cell
+from bench.orchestrate.isolate import CellOptions, CellProcess, exit_reason, log_tail
+from bench.record import RunDir
+
+
+def test_exit_reasons() -> None:
+    assert exit_reason(3) == "exited with status 3"
+    assert exit_reason(-signal.SIGKILL).startswith("killed by SIGKILL (the kernel's out-of-mem")
+    assert exit_reason(-signal.SIGKILL, oom_hint=False) == "killed by SIGKILL"
+    assert exit_reason(-signal.SIGSEGV) == "killed by SIGSEGV"
+
+
+def test_log_tail_keeps_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert log_tail(log, 3) == "line 97\nline 98\nline 99\n"
+    assert log_tail(tmp_path / "missing.txt") == ""
+
+
+def test_the_command_line_carries_the_whole_cell(tmp_path: Path) -> None:
+    cell = Cell(strategy="ddp", devices=2, precision="bf16-mixed", steps=7)
+    options = CellOptions(RunDir(tmp_path), "run-1", "/data", "offline", True, 60.0)
+    command = CellProcess(cell, 2, options).command()
+    assert command[1:3] == ["-m", "bench.cell"]
+    assert Cell.from_dict(json.loads(command[command.index("--cell") + 1])) == cell
+    for flag, value in (("--repeat", "2"), ("--run-dir", str(tmp_path)), ("--run-id", "run-1"),
+                        ("--data-dir", "/data"), ("--wandb", "offline")):
+        assert command[command.index(flag) + 1] == value
+    assert "--verbose" in command
