@@ -17,7 +17,7 @@ directly), so FSDP would never unshard it. ``size_based_auto_wrap_policy`` keeps
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lightning.pytorch.strategies import FSDPStrategy
@@ -54,3 +54,20 @@ def fsdp_strategy(precision: str) -> FSDPStrategy:
     # use_orig_params stays at Lightning's default (True), which torch.compile and
     # configure_optimizers(self.parameters()) need.
     return FSDPStrategy(auto_wrap_policy=policy, sharding_strategy="FULL_SHARD")
+
+
+def wrapped_units(net: Any) -> list[Any]:
+    """The modules the ``fsdp`` cell's policy makes FSDP units, for FSDP2's
+    ``fully_shard`` in the engine control: leaves (MultiheadAttention counts as one)
+    holding at least MIN_PARAMS_TO_WRAP parameters. For MnistNet: the two big Linears."""
+    from torch import nn
+
+    units = []
+    for module in net.modules():
+        leaf = isinstance(module, nn.MultiheadAttention) or not any(module.children())
+        inside_attention = any(isinstance(outer, nn.MultiheadAttention) and module is not outer
+                               and module in outer.modules() for outer in net.modules())
+        size = sum(p.numel() for p in module.parameters())
+        if leaf and not inside_attention and size >= MIN_PARAMS_TO_WRAP:
+            units.append(module)
+    return units

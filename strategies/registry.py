@@ -25,8 +25,14 @@ class StrategySpec:
     needs_deepspeed: bool = False
     zero_stage: int | None = None
     offload: bool = False
-    lightning: bool = True  # False: the hand-written PyTorch loop (control cell)
+    lightning: bool = True  # False: a hand-written loop (a control cell)
+    engine: str | None = None  # the engine a hand-written loop drives: ddp, fsdp, deepspeed
     about: str = ""
+
+    @property
+    def controls(self) -> str | None:
+        """The Lightning strategy this engine control cell stands beside."""
+        return self.name.removeprefix("engine-") if self.engine else None
 
 
 STRATEGIES: dict[str, StrategySpec] = {
@@ -44,6 +50,16 @@ STRATEGIES: dict[str, StrategySpec] = {
                      about="ZeRO-2, optimizer state on CPU"),
         StrategySpec("deepspeed_stage_3_offload", True, True, True, 3, True,
                      about="ZeRO-3, optimizer state and parameters on CPU"),
+        # Engine controls: the same engine as the Lightning strategy of the same name,
+        # driven by a hand-written loop; they run on CPU ranks (gloo) and on CUDA.
+        StrategySpec("engine-ddp", True, False, lightning=False, engine="ddp",
+                     about="torch DistributedDataParallel, hand-written loop"),
+        StrategySpec("engine-fsdp", True, False, lightning=False, engine="fsdp",
+                     about="torch FSDP2 fully_shard, hand-written loop"),
+        *(StrategySpec(f"engine-deepspeed_stage_{stage}{suffix}", True, False, True, stage,
+                       bool(suffix), lightning=False, engine="deepspeed",
+                       about=f"deepspeed.initialize, ZeRO-{stage}{suffix.replace('_', ' ')}")
+          for stage, suffix in ((1, ""), (2, ""), (3, ""), (2, "_offload"), (3, "_offload"))),
     )
 }
 
@@ -186,10 +202,15 @@ def _refused_combination(cell: CellLike, machine: Machine) -> str | None:
     if spec.needs_deepspeed and getattr(cell, "compile", "none") != "none":
         return ("Lightning refuses a compiled model under DeepSpeedStrategy (only single "
                 "device, DDP and FSDP support torch.compile)")
-    if not spec.lightning and cell.devices * cell.num_nodes > 1:
+    if spec.name == "raw" and cell.devices * cell.num_nodes > 1:
         return "the raw PyTorch loop runs on one device only"
     if not spec.lightning and getattr(cell, "mode", "throughput") != "throughput":
-        return "the raw PyTorch loop measures throughput only"
+        return "the hand-written loops measure throughput only"
+    if spec.engine and getattr(cell, "loader", "tensor") == "torchvision":
+        return ("the engine controls shard the tensor and device loaders by rank; use one "
+                "of those (the torchvision loader needs Lightning's DistributedSampler)")
+    if spec.engine == "deepspeed" and getattr(cell, "compile", "none") != "none":
+        return "the DeepSpeed engine control does not compile (as its Lightning cell cannot)"
     if spec.offload and getattr(cell, "optimizer", "adam") != "adam":
         return ("DeepSpeed offload runs its own CPU Adam; optimizer "
                 f"{getattr(cell, 'optimizer', '?')!r} would be silently replaced")

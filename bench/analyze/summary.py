@@ -18,8 +18,12 @@ BASELINE_PREFER = ("loader", "compile", "optimizer", "optimizer_impl", "mode")
 # Natural reading order (cheapest first) rather than alphabetical: single before ddp.
 ORDER = {
     "accelerator": ("cpu", "cuda"),
-    "strategy": ("single", "raw", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2",
-                 "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload"),
+    # Each engine control right after the Lightning strategy it stands beside.
+    "strategy": tuple(name for lightning in (
+        "single", "raw", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2",
+        "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
+        for name in ((lightning,) if lightning in ("single", "raw")
+                     else (lightning, f"engine-{lightning}"))),
     "precision": ("32-true", "16-mixed", "bf16-mixed", "bf16-true"),
 }
 

@@ -13,27 +13,26 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from bench.execute.backends.engines import Plain
 from bench.execute.backends.raw import autocast_for
-from mnist_core.model import MnistNet, build_optimizer
+from bench.matrix import Cell
+from mnist_core.model import MnistNet
 
 BATCH = 64
 
 
 def make_step(precision: str, impl: str) -> Callable[[], torch.Tensor]:
+    """The raw control's own step (bench.execute.backends), not a copy of it."""
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
-    net = MnistNet().to(dtype)
-    optimizer = build_optimizer(net.parameters(), "adam", 1e-3, impl)
-    images = torch.randn(BATCH, 1, 28, 28, dtype=dtype)
-    labels = torch.randint(0, 10, (BATCH,))
     device = torch.device("cpu")
+    engine = Plain(Cell(precision=precision, optimizer_impl=impl), MnistNet(), device)
+    images = torch.randn(BATCH, 1, 28, 28, dtype=engine.input_dtype)
+    labels = torch.randint(0, 10, (BATCH,))
 
     def step() -> torch.Tensor:
-        with autocast_for(precision, device):
-            loss = torch.nn.functional.cross_entropy(net(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with autocast_for(engine.autocast, device):
+            loss = torch.nn.functional.cross_entropy(engine.module(images), labels)
+        engine.backward_and_step(loss)
         return loss.detach()
 
     return step

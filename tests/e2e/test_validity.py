@@ -89,10 +89,12 @@ DDP = dict(strategy="ddp", devices=2, batch_size=B)  # B per rank: the same glob
 DDP_ADAM = replace(ADAM, steps=8, **DDP)  # 10 losses, compared with ADAM's first 10
 DDP_SGD = replace(SGD, **DDP)
 RAW_ADAM = replace(ADAM, strategy="raw")
+ENGINES = ["engine-ddp", "engine-fsdp", "engine-deepspeed_stage_1", "engine-deepspeed_stage_2",
+           "engine-deepspeed_stage_3"]  # walked by tests/e2e/conftest.py:engine_walk
 
 
 @pytest.fixture(scope="module")
-def runs(data_dir: Path, execute_cell: Any,
+def runs(data_dir: Path, execute_cell: Any, engine_walk: dict[str, Any],
          tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("validity")
     weights = {name: root / f"{name}.pt" for name in ("ddp_sgd", "single_sgd")}
@@ -111,6 +113,7 @@ def runs(data_dir: Path, execute_cell: Any,
         for process in (ddp_sgd, ddp_adam):
             stop(process)
     found["weights"] = {name: load_weights(path) for name, path in weights.items()}
+    found["engines"] = engine_walk["by_strategy"]
     return found
 
 
@@ -195,7 +198,35 @@ def test_ddp_adam_losses_match_one_process_with_twice_the_batch(
                                          decimal=4)
 
 
-# -- 4. throughput accounting of a real DDP record ------------------------------------------
+# -- 4. the engine controls: the engines under Lightning's strategies, hand-driven ------
+
+def mean_losses(record: dict[str, Any]) -> np.ndarray:
+    """Each step's loss over the global batch: the ranks' means, averaged."""
+    return np.mean([rank["loss"] for rank in record["raw"]["ranks"]], axis=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_engine_trains_as_lightning_ddp_and_one_process(runs: dict[str, Any],
+                                                             engine: str) -> None:
+    """torch DDP, FSDP2 and DeepSpeed ZeRO-1/2/3 on 2 gloo ranks, each driven by a
+    hand-written loop: the first 10 losses of the Lightning ddp cell, and of one
+    process with twice the batch, to 4 decimals."""
+    record = runs["engines"][engine]
+    assert record["status"] == "ok", record["reason"]
+    assert record["effective"]["world_size"] == 2 and len(record["raw"]["ranks"]) == 2
+    assert record["effective"]["strategy"].startswith("engine: ")
+    assert len(mean_losses(record)) == 10
+    np.testing.assert_array_almost_equal(mean_losses(record), mean_losses(runs["ddp_adam"]),
+                                         decimal=4)
+    np.testing.assert_array_almost_equal(mean_losses(record), losses(runs["single_adam"])[:10],
+                                         decimal=4)
+    assert record["metrics"]["samples_per_s"] > 0
+    assert record["metrics"]["val_acc"] == pytest.approx(runs["ddp_adam"]["metrics"]["val_acc"],
+                                                         abs=2e-3)
+
+
+# -- 5. throughput accounting of a real DDP record ------------------------------------------
 
 @pytest.mark.slow
 def test_ddp_record_accounting(runs: dict[str, Any]) -> None:

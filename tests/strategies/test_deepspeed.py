@@ -16,7 +16,8 @@ from fakes import FakeCell
 from strategies.deepspeed import PRECISION_SECTIONS, deepspeed_config, deepspeed_strategy
 from strategies.registry import STRATEGIES, trainer_arguments
 
-DEEPSPEED_NAMES = [name for name, spec in STRATEGIES.items() if spec.needs_deepspeed]
+DEEPSPEED_NAMES = [name for name, spec in STRATEGIES.items()
+                   if spec.needs_deepspeed and spec.lightning]
 PRECISIONS = list(PRECISION_SECTIONS)
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,7 @@
-"""The control backend: the prepared workload in a hand-written PyTorch loop, no
-Lightning, timed by the same clock. Its row in the report is what Lightning's
-overhead is measured against."""
+"""The hand-written loops: the prepared workload without Lightning, timed by the same
+clock. ``raw`` trains the bare network on one device; the ``engine-*`` controls drive
+the engine under a Lightning strategy (bench.execute.backends.engines) on every rank
+of the cell. Their rows are what Lightning's overhead is measured against."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.execute.backends.engines import make_engine
+from bench.execute.launch import Ranks, start_ranks
 from bench.execute.workload import LoopResult, Workload, compiled
 from bench.measure.clock import StepClock
-from bench.measure.dtypes import dtypes
+from bench.measure.hooks import gather
 from bench.measure.memory import reset_memory_peaks
 from bench.measure.peaks import device_peak_tflops
-from mnist_core.model import build_optimizer
+from strategies.registry import strategy_spec
 
 
-def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    dtype = dtypes(precision).autocast
+def autocast_for(dtype: torch.dtype | None, device: torch.device
+                 ) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(device.type, dtype=dtype) if dtype is not None \
         else contextlib.nullcontext()
 
@@ -37,57 +40,77 @@ def batches(loader: Any, total: int) -> Iterator[tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, loader: Any, device: torch.device, precision: str) -> dict[str, float]:
-    net.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+def evaluate(module: Any, loader: Any, device: torch.device, input_dtype: torch.dtype,
+             autocast: torch.dtype | None) -> dict[str, float]:
+    """Loss and accuracy over every rank's shard of the validation images."""
+    module.eval()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss, correct, count
     for images, labels in loader:
-        images, labels = images.to(device, dtypes(precision).param), labels.to(device)
-        with autocast_for(precision, device):
-            logits = net(images)
-        loss_sum += float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-        count += len(labels)
-    net.train()
-    return {"val_loss": loss_sum / count, "val_acc": correct / count}
+        images, labels = images.to(device, input_dtype), labels.to(device)
+        with autocast_for(autocast, device):
+            logits = module(images)
+        sums += torch.tensor([
+            float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum")),
+            int((logits.argmax(1) == labels).sum()), len(labels)], dtype=torch.float64)
+    module.train()
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        sums = sums.to(device)
+        torch.distributed.all_reduce(sums)
+        sums = sums.cpu()
+    loss, correct, count = sums.tolist()
+    return {"val_loss": loss / count, "val_acc": correct / count}
 
 
 def run(workload: Workload) -> LoopResult:
     cell = workload.cell
-    if cell.mode != "throughput":
-        raise ValueError("the raw PyTorch loop measures throughput only; use strategy single "
-                         "for accuracy cells")
-    device = torch.device("cuda", 0) if cell.accelerator == "cuda" else torch.device("cpu")
-    param_dtype = dtypes(cell.precision).param
-    net = workload.model.net.to(device, param_dtype)
-    optimizer = build_optimizer(net.parameters(), cell.optimizer, cell.lr, cell.optimizer_impl)
-    scaler = torch.amp.GradScaler(device.type, enabled=cell.precision == "16-mixed")
-    step_net = compiled(net, cell)
+    engine_cell = strategy_spec(cell.strategy).engine is not None
+    if engine_cell:
+        ranks = start_ranks(cell)
+    else:
+        device = torch.device("cuda", 0) if cell.accelerator == "cuda" else torch.device("cpu")
+        ranks = Ranks(0, 1, device, owns_group=False)
+    try:
+        result = _train(workload, ranks)
+    except BaseException:
+        ranks.close(failed=True)
+        raise
+    ranks.close()
+    return result
 
+
+def _train(workload: Workload, ranks: Ranks) -> LoopResult:
+    cell, device = workload.cell, ranks.device
+    engine = make_engine(cell, workload.model.net.to(device), device)
+    step_module = compiled(engine.module, cell)
     data = workload.datamodule
+    data.rank, data.world_size = ranks.rank, ranks.world_size
     data.device = device if cell.loader == "device" else torch.device("cpu")
     data.prepare_data()
     data.setup("fit")
 
+    if ranks.world_size > 1:
+        torch.distributed.barrier()  # CPU ranks calibrate side by side, as they will train
     peak, peak_source = device_peak_tflops(device, cell.precision)
     reset_memory_peaks(device)
     clock = StepClock(cell.warmup_steps, device)
     clock.start()
     for images, labels in batches(data.train_dataloader(), cell.warmup_steps + cell.steps):
-        images = images.to(device, param_dtype, non_blocking=True)
+        images = images.to(device, engine.input_dtype, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         clock.batch_ready()
-        with autocast_for(cell.precision, device):
-            loss = nn.functional.cross_entropy(step_net(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        with autocast_for(engine.autocast, device):
+            loss = nn.functional.cross_entropy(step_module(images), labels)
+        engine.backward_and_step(loss)
         clock.step_done(loss, len(labels))
     clock.finish()
 
-    rank_raw = clock.rank_raw(0)
+    rank_raw = clock.rank_raw(ranks.rank)
     rank_raw.peak_tflops = peak
+    outcome = evaluate(engine.module, data.val_dataloader(), device, engine.input_dtype,
+                       engine.autocast)
     return LoopResult(
-        ranks=[rank_raw], peak_source=peak_source, precision=cell.precision, world_size=1,
-        strategy="raw PyTorch loop", optimizer=optimizer, grad_scaler=scaler.is_enabled(),
-        outcome=evaluate(net, data.val_dataloader(), device, cell.precision))
+        ranks=gather(rank_raw), peak_source=peak_source, precision=cell.precision,
+        world_size=ranks.world_size, strategy=engine.name,
+        optimizer=getattr(engine.optimizer, "optimizer", engine.optimizer)
+        if strategy_spec(cell.strategy).engine == "deepspeed" else engine.optimizer,
+        grad_scaler=engine.grad_scaler, outcome=outcome)

@@ -12,9 +12,9 @@ import pytest
 from bench import record as rec
 from bench.matrix import Cell
 
-TARGET = 0.90
+TARGET = 0.85
 BATCH = 64
-VAL_EVERY = 50
+VAL_EVERY = 25
 
 
 @pytest.mark.slow

@@ -1,0 +1,112 @@
+"""What a hand-written loop drives: the bare network (the ``raw`` control) or one of
+the engines under Lightning's distributed strategies (torch DDP, FSDP2
+``fully_shard``, the DeepSpeed engine), each set up as its Lightning strategy sets
+it up: the same wrap units, the same DeepSpeed config builder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.matrix import Cell
+from bench.measure.dtypes import dtypes
+from mnist_core.model import build_optimizer
+from strategies.registry import strategy_spec
+
+
+class Plain:
+    """One module, one optimizer, torch's GradScaler for fp16."""
+
+    name = "raw PyTorch loop"
+
+    def __init__(self, cell: Cell, net: nn.Module, device: torch.device) -> None:
+        self.cell = cell
+        self.input_dtype = dtypes(cell.precision).param
+        self.module: nn.Module = self.wrap(net.to(dtype=self.input_dtype), device)
+        self.optimizer = build_optimizer(self.module.parameters(), cell.optimizer, cell.lr,
+                                         cell.optimizer_impl)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cell.precision == "16-mixed")
+        self.autocast = dtypes(cell.precision).autocast
+
+    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+        return net
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    @property
+    def grad_scaler(self) -> bool:
+        return self.scaler.is_enabled()
+
+
+class DDP(Plain):
+    name = "engine: DistributedDataParallel"
+
+    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Lightning's DDPStrategy defaults: nothing set beyond the device.
+        return DistributedDataParallel(net, device_ids=[device.index] if device.index is not None
+                                       else None)
+
+
+class FSDP(Plain):
+    """FSDP2: each of the units the Lightning ``fsdp`` cell wraps, then the root."""
+
+    name = "engine: FSDP2 fully_shard"
+
+    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from strategies.fsdp import wrapped_units
+
+        mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
+        compute = dtypes(self.cell.precision).autocast  # as Lightning's FSDPPrecision casts
+        policy = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=compute) if compute \
+            else MixedPrecisionPolicy()
+        for unit in wrapped_units(net):
+            fully_shard(unit, mesh=mesh, mp_policy=policy)
+        fully_shard(net, mesh=mesh, mp_policy=policy)
+        return net
+
+
+class DeepSpeed:
+    """``deepspeed.initialize`` with the config the Lightning cell gets. Without offload
+    the client optimizer is the cell's (as Lightning passes configure_optimizers');
+    with offload the config's optimizer section makes DeepSpeedCPUAdam."""
+
+    name = "engine: DeepSpeedEngine"
+    autocast = None  # DeepSpeed's bf16/fp16 modes hold the weights in that dtype instead
+
+    def __init__(self, cell: Cell, net: nn.Module, device: torch.device) -> None:
+        import deepspeed
+
+        from strategies.deepspeed import deepspeed_config
+
+        spec = strategy_spec(cell.strategy)
+        config = deepspeed_config(spec.zero_stage or 1, spec.offload, cell.precision,
+                                  lr=cell.lr, batch_size=cell.batch_size)
+        optimizer = None if spec.offload else build_optimizer(
+            net.parameters(), cell.optimizer, cell.lr, cell.optimizer_impl)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=net, optimizer=optimizer, config=config)
+        self.module: Any = self.engine
+        self.grad_scaler = "fp16" in config  # DeepSpeed scales the fp16 loss itself
+        self.input_dtype = torch.bfloat16 if "bf16" in config else \
+            torch.float16 if "fp16" in config else torch.float32
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+        self.engine.step()
+
+
+def make_engine(cell: Cell, net: nn.Module, device: torch.device) -> Plain | DeepSpeed:
+    engine = strategy_spec(cell.strategy).engine
+    kinds: dict[str | None, Any] = {None: Plain, "ddp": DDP, "fsdp": FSDP, "deepspeed": DeepSpeed}
+    return kinds[engine](cell, net, device)

@@ -1,0 +1,52 @@
+"""One 2-rank torchrun walk shared by the end-to-end tests (one start-up for all): the
+engine controls of tests/e2e/test_validity.py's DDP cell, and, before them, a Lightning
+ddp cell whose rank 1 fails on purpose, and fp16 cells that are skipped on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.execute.faults import ENV_VAR
+
+REPO = Path(__file__).resolve().parents[2]
+WALK_STRATEGIES = ["ddp", "engine-ddp", "engine-fsdp", "engine-deepspeed_stage_1",
+                   "engine-deepspeed_stage_2", "engine-deepspeed_stage_3"]
+FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-adam-fused"  # rank 1 raises at its start
+WALK_TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="session")
+def engine_walk(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``torchrun --nproc_per_node=2 -m bench.run``: the records, by cell id and by
+    strategy (ok cells only), and what the launch printed."""
+    out = tmp_path_factory.mktemp("walk") / "out"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT", ENV_VAR)}
+    env |= {"MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
+            ENV_VAR: f"{FAILING_CELL}@1=raise"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "bench.run", "--matrix", "smoke",
+               "--strategies", ",".join(WALK_STRATEGIES), "--precisions", "32-true,16-mixed",
+               "--batch-sizes", "16", "--steps", "8", "--warmup-steps", "2",
+               "--optimizer-impls", "fused", "--wandb", "disabled", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=WALK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"the torchrun walk did not finish in {WALK_TIMEOUT_S} s:\n{output[-5000:]}")
+    assert process.returncode == 0, output[-5000:]
+    [run_dir] = list(out.iterdir())
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    return {"records": records, "output": output, "run_dir": run_dir,
+            "by_strategy": {r["cell"]["strategy"]: r for r in records if r["status"] == "ok"}}
