@@ -64,6 +64,15 @@ METRICS: tuple[Metric, ...] = (
            derivation="max over ranks of torch.cuda.max_memory_reserved"),
     Metric(name="peak_rss_mb", unit="MB", better="lower",
            derivation="max over ranks of the process's peak resident set"),
+    Metric(name="params_mb", unit="MB", label="params MB", better="lower",
+           derivation="parameters this rank holds (its shard when sharded), largest rank; "
+                      "hand-written loops"),
+    Metric(name="grads_mb", unit="MB", label="grads MB", better="lower",
+           derivation="gradients on the parameters after the last backward, largest rank; "
+                      "not measured for DeepSpeed, which keeps them in its own buffers"),
+    Metric(name="optimizer_state_mb", unit="MB", label="optim MB", better="lower",
+           derivation="optimizer state (Adam's moments) plus DeepSpeed's fp32 master "
+                      "partition, largest rank"),
     Metric(name="peak_mem_mb", unit="MB", label="peak MB", better="lower", compare=True,
            stored=False, derivation="peak_mem_alloc_mb on CUDA, peak_rss_mb elsewhere"),
     Metric(name="val_acc", unit="fraction", label="val acc", display="pct", better="higher",

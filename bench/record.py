@@ -61,6 +61,9 @@ class RankRaw:
     peak_mem_reserved_mb: float | None = None
     peak_rss_mb: float | None = None
     peak_tflops: float | None = None
+    # bench.measure.model_state, hand-written loops: params, grads (None: not measured),
+    # optimizer_state, master_params, in bytes held by this rank.
+    model_state_bytes: dict[str, int | None] | None = None
 
 
 @dataclass

@@ -7,11 +7,27 @@ from typing import Any
 
 import numpy as np
 
-from bench.record import Raw
+from bench.record import RankRaw, Raw
 
 
 def _percentile_ms(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q) * 1000) if values else None
+
+
+def model_state_metrics(ranks: list[RankRaw]) -> dict[str, float | None]:
+    """The largest rank's model state in MB, per kind; None where a kind was not measured."""
+    held = [r.model_state_bytes for r in ranks]
+    if not held or any(h is None for h in held):
+        return dict.fromkeys(("params_mb", "grads_mb", "optimizer_state_mb"))
+
+    def largest(*kinds: str) -> float | None:
+        values = [[h.get(kind) for kind in kinds] for h in held if h is not None]
+        if any(v is None for row in values for v in row):
+            return None
+        return max(sum(row) for row in values) / 2**20  # type: ignore[arg-type]
+
+    return {"params_mb": largest("params"), "grads_mb": largest("grads"),
+            "optimizer_state_mb": largest("optimizer_state", "master_params")}
 
 
 def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> dict[str, Any]:
@@ -38,6 +54,7 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         for key in ("peak_mem_alloc_mb", "peak_mem_reserved_mb", "peak_rss_mb"):
             values = [getattr(r, key) for r in ranks if getattr(r, key) is not None]
             metrics[key] = max(values) if values else None
+        metrics |= model_state_metrics(ranks)
         flops = raw.flops_per_sample
         metrics["flops_per_sample"] = flops
         achieved = per_s * flops / 1e12 if per_s and flops else None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.matrix import Cell, MatrixError
-from strategies.registry import Machine, accelerator_name, strategy_spec
+from strategies.registry import STRATEGIES, Machine, accelerator_name, strategy_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,6 +75,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         {"strategy": ["single"], "precision": ["bf16-mixed"], "batch_size": [256],
          "mode": ["accuracy"], "target_acc": 0.98, "max_epochs": 5, "val_every_steps": 50},
     ]},
+    # Every strategy this machine trains, Lightning's and the engine controls, a few steps
+    # on 2 ranks (one device for single and raw).
+    "all-strategies": {"accelerator": "auto", "devices": "auto", "strategy": "auto",
+                       "precision": ["32-true"], "batch_size": [64], "loader": ["tensor"],
+                       "optimizer_impl": ["fused"], "steps": 10, "warmup_steps": 2},
     "accuracy": {"accelerator": ["cpu", "cuda"], "devices": [1], "strategy": ["single"],
                  "precision": ["bf16-mixed"], "batch_size": [64], "loader": ["tensor"],
                  "mode": ["accuracy"], "target_acc": 0.98, "max_epochs": 3,
@@ -155,6 +160,7 @@ def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
     scalars = {k: v for k, v in spec.items() if k not in AXES and k not in RUN_SETTINGS}
     if machine.launched_world_size is not None and "num_nodes" not in scalars:
         scalars["num_nodes"] = machine.launched_nodes
+    _resolve_auto(axes, machine)
     names = list(axes)
     cells: list[Cell] = []
     one_device_only: set[str] = set()
@@ -182,6 +188,18 @@ def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
                   "cell when every device count is above 1" if one_device_only else "")
         raise MatrixError(f"the matrix is empty after expansion{detail}")
     return cells
+
+
+def _resolve_auto(axes: dict[str, list[Any]], machine: Machine) -> None:
+    """``accelerator = "auto"``: this machine's best (CUDA when it has a GPU, else CPU);
+    ``strategy = "auto"``: every strategy that trains on that accelerator (Lightning's
+    FSDP and DeepSpeed strategies need CUDA; their engine controls do not)."""
+    if axes.get("accelerator") == ["auto"]:
+        axes["accelerator"] = ["cuda" if machine.cuda_devices else "cpu"]
+    if axes.get("strategy") == ["auto"]:
+        accelerators = {accelerator_name(str(a)) for a in axes.get("accelerator", ["cpu"])}
+        axes["strategy"] = [name for name, spec in STRATEGIES.items()
+                            if not spec.needs_cuda or accelerators == {"cuda"}]
 
 
 def apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = ["--accelerators", "cpu", "--strategies", "single", "--steps", "3",
         "--warmup-steps", "1", "--loaders", "tensor", "--wandb", "disabled"]
 # A tiny cell takes ~25-35 s on an idle 2-core box (imports, a 4-step fit, a peak
-# calibration and the 5000-image validation). The hang cell costs this whole timeout.
+# calibration and the 5000-image validation). The hang cell costs its whole timeout,
+# so it runs apart, under a timeout just long enough for its imports and its hang.
 CELL_TIMEOUT_S = 60
+HANG_TIMEOUT_S = 15
 
 
 def cell_id(batch_size: int, precision: str = "32-true") -> str:
@@ -130,18 +132,17 @@ def bench_run(args: list[str], env: dict[str, str], timeout: float) -> subproces
 @pytest.mark.slow
 def test_faults_are_isolated_and_the_matrix_goes_on(tmp_path: Path,
                                                     bench_env: dict[str, str]) -> None:
-    faults = {cell_id(16): "raise", cell_id(24): "sigkill", cell_id(32): "oom",
-              cell_id(40): "hang"}
+    faults = {cell_id(16): "raise", cell_id(24): "sigkill", cell_id(32): "oom"}
     env = bench_env | {ENV_VAR: ",".join(f"{cell}={kind}" for cell, kind in faults.items())}
     out = tmp_path / "out"
     result = bench_run([*TINY, "--matrix", "smoke", "--precisions", "32-true",
-                        "--batch-sizes", "16,24,32,40,48", "--out", str(out),
+                        "--batch-sizes", "16,24,32,48", "--out", str(out),
                         "--cell-timeout", str(CELL_TIMEOUT_S)],
                        env, timeout=CELL_TIMEOUT_S + 400)
     assert result.returncode == 0, result.stderr
     run_dir = run_dir_of(out)
     by_id = {r["cell_id"]: r for r in records(run_dir)}
-    assert list(by_id) == [cell_id(b) for b in (16, 24, 32, 40, 48)]  # in order, once each
+    assert list(by_id) == [cell_id(b) for b in (16, 24, 32, 48)]  # in order, once each
 
     raised = by_id[cell_id(16)]
     assert raised["status"] == "failed"
@@ -157,21 +158,32 @@ def test_faults_are_isolated_and_the_matrix_goes_on(tmp_path: Path,
     assert by_id[cell_id(32)]["status"] == "failed"
     assert by_id[cell_id(32)]["reason"] == "oom"
 
-    hung = by_id[cell_id(40)]
-    assert hung["status"] == "timeout"
-    assert f"no result after {CELL_TIMEOUT_S} s" in hung["reason"]
-    assert CELL_TIMEOUT_S <= hung["wall_s"] < CELL_TIMEOUT_S + 15
-    assert not processes_mentioning(str(run_dir)), "a cell's process outlived the run"
-
     ok = by_id[cell_id(48)]
     assert ok["status"] == "ok", ok["reason"]
     assert ok["metrics"]["samples_per_s"] > 0
     assert ok["effective"]["world_size"] == 1
     for line in (f"{cell_id(16)}  failed  RuntimeError", f"{cell_id(24)}  failed  killed by",
-                 f"{cell_id(32)}  failed  oom", f"{cell_id(40)}  timeout",
-                 f"{cell_id(48)}  ok"):
+                 f"{cell_id(32)}  failed  oom", f"{cell_id(48)}  ok"):
         assert line in result.stdout
     assert (run_dir / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_hung_cell_times_out_and_leaves_no_process(tmp_path: Path,
+                                                     bench_env: dict[str, str]) -> None:
+    env = bench_env | {ENV_VAR: f"{cell_id(40)}=hang"}
+    out = tmp_path / "out"
+    result = bench_run([*TINY, "--matrix", "smoke", "--precisions", "32-true",
+                        "--batch-sizes", "40", "--out", str(out),
+                        "--cell-timeout", str(HANG_TIMEOUT_S)], env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    run_dir = run_dir_of(out)
+    [hung] = records(run_dir)
+    assert hung["status"] == "timeout"
+    assert f"no result after {HANG_TIMEOUT_S} s" in hung["reason"]
+    assert HANG_TIMEOUT_S <= hung["wall_s"] < HANG_TIMEOUT_S + 15
+    assert not processes_mentioning(str(run_dir)), "a cell's process outlived the run"
+    assert f"{cell_id(40)}  timeout" in result.stdout
 
 
 @pytest.mark.slow

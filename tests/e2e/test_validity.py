@@ -148,11 +148,14 @@ def test_raw_and_single_records_carry_the_same_keys(runs: dict[str, Any]) -> Non
     """The control is built by the same code as the Lightning cell, so it cannot drift:
     the same keys in every block of the record, and the same ones filled in."""
     raw, single = runs["raw_adam"], runs["single_adam"]
+    # Only the hand-written loops count model state (their own tensors, at the moment
+    # between backward and step that a Lightning callback does not have).
+    loop_only = {"params_mb", "grads_mb", "optimizer_state_mb", "model_state_bytes"}
     assert raw.keys() == single.keys()
     for block in ("raw", "effective", "metrics"):
         assert raw[block].keys() == single[block].keys(), block
         filled = {block_key for block_key, value in single[block].items() if value is not None}
-        assert filled == {k for k, v in raw[block].items() if v is not None}, block
+        assert filled == {k for k, v in raw[block].items() if v is not None} - loop_only, block
     assert raw["raw"]["ranks"][0].keys() == single["raw"]["ranks"][0].keys()
 
 
@@ -224,6 +227,33 @@ def test_each_engine_trains_as_lightning_ddp_and_one_process(runs: dict[str, Any
     assert record["metrics"]["samples_per_s"] > 0
     assert record["metrics"]["val_acc"] == pytest.approx(runs["ddp_adam"]["metrics"]["val_acc"],
                                                          abs=2e-3)
+
+
+@pytest.mark.slow
+def test_model_state_per_rank_shows_what_each_strategy_shards(runs: dict[str, Any]) -> None:
+    """Counted from the tensors each of the 2 ranks holds (largest rank): FSDP and
+    ZeRO-3 keep about 1/2 of DDP's parameters; ZeRO-1/2/3 keep about 1/2 of its Adam
+    state, plus an fp32 master copy of their 1/2 of the parameters; torch's engines
+    hold full gradients after backward (FSDP its 1/2)."""
+    def held(engine: str, kind: str) -> Any:
+        values = [r["model_state_bytes"][kind] for r in runs["engines"][engine]["raw"]["ranks"]]
+        return None if None in values else max(values)
+
+    params, adam = held("engine-ddp", "params"), held("engine-ddp", "optimizer_state")
+    assert params == pytest.approx(39_407_378 * 4, rel=1e-6)  # every fp32 parameter
+    assert adam == pytest.approx(2 * params, rel=1e-3)  # exp_avg and exp_avg_sq
+    assert held("engine-ddp", "grads") == params and held("engine-ddp", "master_params") == 0
+    for sharded in ("engine-fsdp", "engine-deepspeed_stage_3"):
+        assert held(sharded, "params") == pytest.approx(params / 2, rel=0.01), sharded
+    for replicated in ("engine-deepspeed_stage_1", "engine-deepspeed_stage_2"):
+        assert held(replicated, "params") == params, replicated
+    assert held("engine-fsdp", "grads") == pytest.approx(params / 2, rel=0.01)
+    assert held("engine-fsdp", "optimizer_state") == pytest.approx(adam / 2, rel=0.01)
+    for zero in ("engine-deepspeed_stage_1", "engine-deepspeed_stage_2",
+                 "engine-deepspeed_stage_3"):
+        assert held(zero, "optimizer_state") == pytest.approx(adam / 2, rel=0.01), zero
+        assert held(zero, "master_params") == pytest.approx(params / 2, rel=0.01), zero
+        assert held(zero, "grads") is None  # in DeepSpeed's own buffers: not counted
 
 
 # -- 5. throughput accounting of a real DDP record ------------------------------------------

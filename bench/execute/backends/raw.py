@@ -18,6 +18,12 @@ from bench.execute.workload import LoopResult, Workload, compiled
 from bench.measure.clock import StepClock
 from bench.measure.hooks import gather
 from bench.measure.memory import reset_memory_peaks
+from bench.measure.model_state import (
+    gradient_bytes,
+    master_parameter_bytes,
+    optimizer_state_bytes,
+    parameter_bytes,
+)
 from bench.measure.peaks import device_peak_tflops
 from strategies.registry import strategy_spec
 
@@ -61,6 +67,13 @@ def evaluate(module: Any, loader: Any, device: torch.device, input_dtype: torch.
     return {"val_loss": loss / count, "val_acc": correct / count}
 
 
+def after_backward(engine: Any) -> dict[str, int | None]:
+    """What the last step holds between its backward and its optimizer step."""
+    module = getattr(engine.module, "module", engine.module)  # inside a DDP/DeepSpeed wrapper
+    return {"params": parameter_bytes(module),
+            "grads": gradient_bytes(module) if engine.gradients_on_parameters else None}
+
+
 def run(workload: Workload) -> LoopResult:
     cell = workload.cell
     engine_cell = strategy_spec(cell.strategy).engine is not None
@@ -94,18 +107,25 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
     reset_memory_peaks(device)
     clock = StepClock(cell.warmup_steps, device)
     clock.start()
-    for images, labels in batches(data.train_dataloader(), cell.warmup_steps + cell.steps):
+    total, held = cell.warmup_steps + cell.steps, {}
+    for index, (images, labels) in enumerate(batches(data.train_dataloader(), total)):
         images = images.to(device, engine.input_dtype, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         clock.batch_ready()
         with autocast_for(engine.autocast, device):
             loss = nn.functional.cross_entropy(step_module(images), labels)
-        engine.backward_and_step(loss)
+        engine.backward(loss)
+        if index == total - 1:  # gradients exist only between backward and step
+            held = after_backward(engine)
+        engine.step()
         clock.step_done(loss, len(labels))
     clock.finish()
 
     rank_raw = clock.rank_raw(ranks.rank)
     rank_raw.peak_tflops = peak
+    rank_raw.model_state_bytes = held | {
+        "optimizer_state": optimizer_state_bytes(engine.optimizer),
+        "master_params": master_parameter_bytes(engine.optimizer)}
     outcome = evaluate(engine.module, data.val_dataloader(), device, engine.input_dtype,
                        engine.autocast)
     return LoopResult(
