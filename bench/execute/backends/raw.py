@@ -131,6 +131,6 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
     return LoopResult(
         ranks=gather(rank_raw), peak_source=peak_source, precision=cell.precision,
         world_size=ranks.world_size, strategy=engine.name,
-        optimizer=getattr(engine.optimizer, "optimizer", engine.optimizer)
-        if strategy_spec(cell.strategy).engine == "deepspeed" else engine.optimizer,
+        # DeepSpeed's ZeRO optimizer wraps the torch one as .optimizer; report that one.
+        optimizer=getattr(engine.optimizer, "optimizer", engine.optimizer),
         grad_scaler=engine.grad_scaler, outcome=outcome)
