@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.execute.lifecycle import ExecuteOptions, current_rank, execute
+from bench.execute.spawn import needs_own_ranks, start_other_ranks
 from bench.matrix import Cell
 from bench.record import RunDir, write_record
 
@@ -36,10 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cell = Cell.from_dict(json.loads(args.cell))
+    # An engine cell's other ranks start now, to import torch and Lightning while
+    # this rank does.
+    started = start_other_ranks(cell) if needs_own_ranks(cell) else []
+    from bench.execute.lifecycle import ExecuteOptions, current_rank, execute
+
     run_dir = RunDir(args.run_dir)
     options = ExecuteOptions(args.run_id, args.data_dir, args.wandb, args.verbose,
                              args.save_weights)
     record = execute(cell, args.repeat, run_dir, options)
+    for rank in started:  # when this rank failed before it could wait for them
+        if not record.ok:
+            rank.kill()
+        rank.wait()
     if current_rank() == 0:
         write_record(run_dir.cell_record(cell.id, args.repeat), record)
     return 0 if record.ok else 1

@@ -45,9 +45,23 @@ METRICS: tuple[Metric, ...] = (
            derivation="90th percentile of every rank's measured step times"),
     Metric(name="step_ms_p99", unit="ms", better="lower",
            derivation="99th percentile of every rank's measured step times"),
+    Metric(name="host_step_ms_p50", unit="ms", better="lower",
+           derivation="CUDA: median of the host's intervals between the same step "
+                      "boundaries (dispatch, not device time); elsewhere step_ms_p50"),
     Metric(name="data_wait_frac", unit="fraction", label="data wait", display="pct",
            better="lower",
-           derivation="the worst rank's summed wait for a batch / its window"),
+           derivation="the worst rank's summed data phase (fetch from the loader + move "
+                      "to the device) / its window"),
+    *(Metric(name=f"step_{phase}_ms", unit="ms", better="lower",
+             derivation=f"the {phase} phase of a step ({about}): its mean over the "
+                        "measured steps of the slowest rank; the five phases add up to "
+                        "that rank's window / steps")
+      for phase, about in (
+          ("data", "fetch from the loader and move to the device"),
+          ("forward", "the forward pass and loss; in Lightning the whole training_step"),
+          ("backward", "loss.backward, gradient reduction that it waits for"),
+          ("optimizer", "zero_grad and the optimizer step"),
+          ("rest", "everything else: framework, logging, communication not overlapped"))),
     Metric(name="flops_per_sample", unit="FLOP",
            derivation="torch.utils.flop_counter on a meta-device copy, forward + backward"),
     Metric(name="achieved_tflops", unit="TFLOP/s", better="higher",
@@ -68,21 +82,29 @@ METRICS: tuple[Metric, ...] = (
            derivation="parameters this rank holds (its shard when sharded), largest rank; "
                       "hand-written loops"),
     Metric(name="grads_mb", unit="MB", label="grads MB", better="lower",
-           derivation="gradients on the parameters after the last backward, largest rank; "
-                      "not measured for DeepSpeed, which keeps them in its own buffers"),
+           derivation="gradients held after the last backward (the parameters' .grad, "
+                      "DeepSpeed's partitioned gradient buffers), largest rank; "
+                      "hand-written loops"),
     Metric(name="optimizer_state_mb", unit="MB", label="optim MB", better="lower",
            derivation="optimizer state (Adam's moments) plus DeepSpeed's fp32 master "
                       "partition, largest rank"),
     Metric(name="peak_mem_mb", unit="MB", label="peak MB", better="lower", compare=True,
            stored=False, derivation="peak_mem_alloc_mb on CUDA, peak_rss_mb elsewhere"),
     Metric(name="val_acc", unit="fraction", label="val acc", display="pct", better="higher",
-           compare=True, derivation="validation accuracy on the 5000 held-out images"),
+           compare=True,
+           derivation="the last validation's accuracy on the 5000 held-out images"),
+    Metric(name="best_val_acc", unit="fraction", display="pct", better="higher",
+           derivation="accuracy cells: the best validation accuracy over the curve"),
     Metric(name="val_loss", unit="", better="lower", derivation="validation loss"),
     Metric(name="test_acc", unit="fraction", label="test acc", display="pct", better="higher",
            derivation="accuracy on the 10000 test images (accuracy cells)"),
     Metric(name="test_loss", unit="", better="lower", derivation="test loss (accuracy cells)"),
     Metric(name="time_to_target_s", unit="s", label="to target s", better="lower",
-           derivation="wall clock from the first training step to the target val_acc"),
+           derivation="wall clock from the first training step to the target val_acc, "
+                      "validation included, checkpoint writes excluded"),
+    Metric(name="checkpoint_s", unit="s",
+           derivation="accuracy cells: seconds ModelCheckpoint spent writing and removing "
+                      "checkpoint files (kept off time_to_target_s)"),
     Metric(name="steps_to_target", unit="steps", better="lower",
            derivation="optimizer steps to the target val_acc"),
     Metric(name="compile_s", unit="s", better="lower",

@@ -57,11 +57,17 @@ class RankRaw:
     warmup_step_s: list[float] = field(default_factory=list)
     warmup_data_wait_s: list[float] = field(default_factory=list)
     loss: list[float | None] = field(default_factory=list)  # warm-up and window, in order
+    # bench.measure.clock.PHASES -> seconds per measured step; they add up to step_s.
+    phase_s: dict[str, list[float]] | None = None
+    # On CUDA step_s is timed by CUDA events (the device's); these are the host's
+    # intervals between the same points. None where the two clocks are one (CPU).
+    host_step_s: list[float] | None = None
+    paused_s: float | None = None  # host seconds the clock was paused (validation inside fit)
     peak_mem_alloc_mb: float | None = None
     peak_mem_reserved_mb: float | None = None
     peak_rss_mb: float | None = None
     peak_tflops: float | None = None
-    # bench.measure.model_state, hand-written loops: params, grads (None: not measured),
+    # bench.measure.model_state, hand-written loops: params, grads,
     # optimizer_state, master_params, in bytes held by this rank.
     model_state_bytes: dict[str, int | None] | None = None
 
@@ -74,8 +80,10 @@ class Raw:
     flops_per_sample: float | None = None
     peak_source: str | None = None
     compile_s: float | None = None
-    val_acc: float | None = None
+    val_acc: float | None = None  # the last validation's
     val_loss: float | None = None
+    best_val_acc: float | None = None  # accuracy cells: the best over the curve
+    checkpoint_s: float | None = None  # accuracy cells: writing checkpoints, off the clock
     test_acc: float | None = None
     test_loss: float | None = None
     time_to_target_s: float | None = None
@@ -183,6 +191,11 @@ class RunDir:
     @property
     def matrix(self) -> Path:
         return self.path / "matrix.json"
+
+    @property
+    def peaks(self) -> Path:
+        """The run's calibrated CPU peaks (bench.measure.peaks), shared by its cells."""
+        return self.path / "peaks.json"
 
     @property
     def plots(self) -> Path:

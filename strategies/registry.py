@@ -31,7 +31,10 @@ class StrategySpec:
 
     @property
     def controls(self) -> str | None:
-        """The Lightning strategy this engine control cell stands beside."""
+        """The Lightning strategy this control cell stands beside: ``raw`` is
+        ``single`` without Lightning, ``engine-X`` is X's engine without Lightning."""
+        if self.name == "raw":
+            return "single"
         return self.name.removeprefix("engine-") if self.engine else None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from bench.analyze.load import load_records
+from bench.analyze.overhead import OVERHEAD_LEGEND, overhead_table
 from bench.analyze.summary import not_run, summarize
 from bench.analyze.tables import (
     FASTEST_LEGEND,
@@ -43,7 +44,7 @@ class Section:
 
 
 def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame) -> list[Section]:
-    table, best = main_table(summary), fastest_table(summary)
+    table, best, overhead = main_table(summary), fastest_table(summary), overhead_table(summary)
     baselines = summary["baseline_cell_id"].dropna().unique() if len(summary) else []
     skipped_view = skipped.assign(reason=skipped["reason"].map(short_reason))
     return [
@@ -51,6 +52,9 @@ def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame) -> list[Sectio
             *LEGEND, "baseline cells: " + (", ".join(baselines)
                                            or "none (no 1-device 32-true single cell)")]),
         Section("Fastest cells", best, "No cell produced a measurement.", list(FASTEST_LEGEND)),
+        # Only in runs that have a Lightning cell beside its control (raw, engine-*).
+        *([Section("Lightning against its control", overhead, "", list(OVERHEAD_LEGEND))]
+          if len(overhead) else []),
         Section(f"Not run ({len(skipped)})", skipped_view, "Every cell ran."),
     ]
 
@@ -75,10 +79,12 @@ def write_report(run_dir: str | Path) -> str:
     title = f"mnist-bench report: {paths.run_id}"
     (paths.path / "report.md").write_text(_markdown(title, env, sections, pngs))
     (paths.path / "report.html").write_text(_html(title, env, sections, pngs))
-    results, fastest = sections[0].table, sections[1].table
-    if not len(results):
+    if not len(sections[0].table):
         return "No cell produced a measurement."
-    return render(results) + ("\n\nFastest cells:\n" + render(fastest) if len(fastest) else "")
+    # The terminal gets the measured tables; "Not run" is in the report files.
+    shown = [s for s in sections[1:] if len(s.table) and not s.title.startswith("Not run")]
+    return "\n\n".join([render(sections[0].table),
+                        *(f"{s.title}:\n{render(s.table)}" for s in shown)])
 
 
 def _markdown(title: str, env: list[tuple[str, str]], sections: list[Section],

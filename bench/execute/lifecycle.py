@@ -87,7 +87,7 @@ def _guarded(record: Record, run_dir: RunDir, step: Callable[[], T]) -> T | None
 def _prepare(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -> Workload:
     inject_fault(cell.id, current_rank())  # MNIST_BENCH_INJECT_FAULT, else nothing
     run_dir.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
-    return prepare(cell, repeat, options.data_dir)
+    return prepare(cell, repeat, options.data_dir, run_dir.peaks)
 
 
 def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOptions,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,10 @@ from bench.record import RankRaw, Raw
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel, MnistNet
 
+# Every loop reads its loss to the host (Lightning's logger: .item()) once per this
+# many steps, so that Lightning and the hand-written loops do the same per-step work.
+LOG_EVERY_N_STEPS = 10
+
 
 @dataclass
 class Workload:
@@ -29,13 +34,15 @@ class Workload:
     model: MnistModel
     datamodule: MnistDataModule
     settings: dict[str, Any]  # per-process choices, recorded in ``effective``
+    peaks_file: Path | None = None  # the run's calibrated CPU peaks (RunDir.peaks)
 
     @property
     def seed(self) -> int:
         return self.cell.seed + self.repeat
 
 
-def prepare(cell: Cell, repeat: int, data_dir: str | None) -> Workload:
+def prepare(cell: Cell, repeat: int, data_dir: str | None,
+            peaks_file: Path | None = None) -> Workload:
     """Settings, seed, then the model (its weights depend only on the seed) and data.
     Both backends train ``model.net`` from here, so their first steps are identical."""
     settings = apply_process_settings(cell)
@@ -45,7 +52,7 @@ def prepare(cell: Cell, repeat: int, data_dir: str | None) -> Workload:
         model = model.to(memory_format=torch.channels_last)
     datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader,
                                  num_workers=loader_workers(cell), seed=cell.seed + repeat)
-    return Workload(cell, repeat, model, datamodule, settings)
+    return Workload(cell, repeat, model, datamodule, settings, peaks_file)
 
 
 def compiled(module: torch.nn.Module, cell: Cell) -> Any:

@@ -1,19 +1,41 @@
-"""The step clock: host ``perf_counter`` readings at step boundaries, one rank.
+"""The step clock: where each step's time goes, one rank.
 
-On CUDA the device is synchronised at the edges of the measured window (end of
-the last warm-up step, end of training), so the window's total is exact while
-the steps inside it keep their CPU/GPU overlap. Paused time (validation) is
-taken out.
+The loop marks the moment each phase of a step begins (``mark("data")`` before
+the batch is fetched, ``mark("forward")`` once it is on the device, ...), and
+``step_done`` closes the step. Every interval between two consecutive marks
+belongs to the phase of the mark that opened it, so a step's phases add up to
+the step exactly, and the steps to the measured window.
+
+Two clocks read every mark:
+- the host's ``perf_counter``: what the Python process spent;
+- on CUDA, a CUDA event recorded at the same point (no synchronisation per
+  step; the events are read once, after the window closes): when the device
+  reached that point. A step timed by events is a step on the device, without
+  the host's dispatch running ahead or the final drain landing in the last step.
+
+On CUDA the stored ``step_s`` and phases are the device's and ``host_step_s``
+keeps the host's. Paused time (validation inside fit) is its own phase and is
+kept out of the steps; the device is synchronised at a pause, so that training
+kernels still queued there are not run inside the excluded validation.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from bench.measure.memory import memory_peaks
 from bench.record import RankRaw
+
+# The phases of a training step, in the order a step goes through them. "rest" is
+# whatever no other phase claims: framework code, logging, communication that is
+# not overlapped with compute.
+PHASES = ("data", "forward", "backward", "optimizer", "rest")
+PAUSED = "paused"
 
 
 def synchronize(device: torch.device) -> None:
@@ -21,70 +43,132 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class StepClock:
-    """Raw per-step times of one rank. Call ``batch_ready`` when a step's batch
-    is in hand, ``step_done`` when its optimizer step has been issued, and
-    ``pause``/``resume`` around anything that is not training (validation)."""
+def cuda_event() -> Any:
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
 
-    def __init__(self, warmup_steps: int, device: torch.device) -> None:
-        self.warmup_steps, self.device = warmup_steps, device
-        self.step_s: list[float] = []
-        self.data_wait_s: list[float] = []
-        self.samples: list[int] = []
-        self.losses: list[torch.Tensor] = []
-        self.first_step_at: float | None = None
-        self._last = 0.0
-        self._paused_at: float | None = None
+
+@dataclass
+class _Mark:
+    phase: str
+    host: float
+    event: Any = None  # a recorded CUDA event (or a stand-in with ``elapsed_time``)
+
+
+@dataclass
+class _Step:
+    """The marks of one step: the first opens it (the previous step's end), the last
+    closes it."""
+
+    marks: list[_Mark]
+    batch_size: int
+
+    def phases(self, on_device: bool) -> dict[str, float]:
+        spent = dict.fromkeys(PHASES, 0.0)
+        for begin, end in zip(self.marks, self.marks[1:], strict=False):
+            if begin.phase == PAUSED:
+                continue
+            seconds = (begin.event.elapsed_time(end.event) / 1000 if on_device
+                       else end.host - begin.host)
+            spent[begin.phase] += seconds
+        return spent
+
+
+@dataclass
+class StepClock:
+    """Raw per-step times and phases of one rank. Call ``start`` before the first
+    step, ``mark(phase)`` where a phase begins, ``step_done`` when a step's optimizer
+    step has been issued, ``pause``/``resume`` around anything that is not training
+    (validation), and ``finish`` after the last step."""
+
+    warmup_steps: int
+    device: torch.device
+    # How a mark reads the device clock; None: no device clock (CPU). Tests stand in
+    # for CUDA events here.
+    device_event: Callable[[], Any] | None = None
+    losses: list[torch.Tensor] = field(default_factory=list)
+    first_step_at: float | None = None
+    _steps: list[_Step] = field(default_factory=list)
+    _open: list[_Mark] = field(default_factory=list)
+    _paused: bool = False
+    paused_s: float = 0.0  # host seconds paused (validation inside fit), in total
+
+    def __post_init__(self) -> None:
+        if self.device_event is None and self.device.type == "cuda":
+            self.device_event = cuda_event
+
+    def _record(self, phase: str) -> _Mark:
+        mark = _Mark(phase, time.perf_counter(),
+                     self.device_event() if self.device_event else None)
+        self._open.append(mark)
+        return mark
 
     def start(self) -> None:
         synchronize(self.device)
-        self._last = time.perf_counter()
+        self._record("rest")
 
-    def batch_ready(self) -> None:
-        now = time.perf_counter()
-        if self.first_step_at is None:
-            self.first_step_at = now
-        self.data_wait_s.append(now - self._last)
+    def mark(self, phase: str) -> None:
+        """The current step enters ``phase`` (one of PHASES). Ignored while paused."""
+        if not self._paused:
+            mark = self._record(phase)
+            if self.first_step_at is None and phase != "rest":
+                self.first_step_at = mark.host
 
     def step_done(self, loss: torch.Tensor | None, batch_size: int) -> None:
-        if len(self.step_s) + 1 == self.warmup_steps:
-            synchronize(self.device)  # the measured window starts exactly here
-        now = time.perf_counter()
-        self.step_s.append(now - self._last)
-        self._last = now
-        self.samples.append(batch_size)
+        if len(self._steps) + 1 == self.warmup_steps:
+            # The host figures' window starts exactly here (the device's by its event).
+            synchronize(self.device)
+        closing = self._record("rest")
+        self._steps.append(_Step(self._open, batch_size))
+        self._open = [closing]  # the next step opens where this one closed
         if loss is not None:
             self.losses.append(loss.detach())
 
     def pause(self) -> None:
-        if self._paused_at is None:  # a second pause does not restart the paused interval
-            self._paused_at = time.perf_counter()
+        if not self._paused:  # a second pause does not restart the paused interval
+            synchronize(self.device)  # queued training work belongs to training
+            self._record(PAUSED)
+            self._paused = True
 
     def resume(self) -> None:
-        if self._paused_at is not None:
-            self._last += time.perf_counter() - self._paused_at
-            self._paused_at = None
+        if self._paused:
+            self._paused = False
+            pause = next(m for m in reversed(self._open) if m.phase == PAUSED)
+            self.paused_s += self._record("rest").host - pause.host
 
     def finish(self) -> None:
-        """Close the window: what the device still had queued belongs to the last step."""
-        if not self.step_s:
-            return
+        """Close the window. On the host clock, what the device still had queued
+        belongs to the last step: it ends when the device is done (or at the pause
+        that followed it, which synchronised). The device clock knows when it ran."""
         synchronize(self.device)
-        self.step_s[-1] += time.perf_counter() - self._last
-        self._last = time.perf_counter()
+        now = time.perf_counter()
+        self.resume()
+        if not self._steps:
+            return
+        paused = [mark.host for mark in self._open if mark.phase == PAUSED]
+        self._steps[-1].marks[-1].host = paused[0] if paused else now
+        self._open = []
 
     def rank_raw(self, rank: int) -> RankRaw:
         """This rank's raw values: warm-up steps apart from the measured window."""
         w = self.warmup_steps
+        on_device = self.device_event is not None
+        phases = [step.phases(on_device) for step in self._steps]
+        step_s = [sum(p.values()) for p in phases]
+        host_step_s = [sum(step.phases(False).values()) for step in self._steps]
         losses = torch.stack(self.losses).float().cpu().tolist() if self.losses else []
         return RankRaw(
             rank=rank,
-            warmup_step_s=self.step_s[:w],
-            warmup_data_wait_s=self.data_wait_s[:w],
-            step_s=self.step_s[w:],
-            data_wait_s=self.data_wait_s[w:],
-            samples=int(sum(self.samples[w:])),
-            window_s=float(sum(self.step_s[w:])),
+            warmup_step_s=step_s[:w],
+            warmup_data_wait_s=[p["data"] for p in phases[:w]],
+            step_s=step_s[w:],
+            data_wait_s=[p["data"] for p in phases[w:]],
+            phase_s={name: [p[name] for p in phases[w:]] for name in PHASES},
+            host_step_s=host_step_s[w:] if on_device else None,
+            samples=int(sum(step.batch_size for step in self._steps[w:])),
+            window_s=float(sum(step_s[w:])),
+            paused_s=self.paused_s,
             loss=losses,
             **memory_peaks(self.device),
         )

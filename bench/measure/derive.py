@@ -7,11 +7,19 @@ from typing import Any
 
 import numpy as np
 
+from bench.measure.clock import PHASES
 from bench.record import RankRaw, Raw
 
 
 def _percentile_ms(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q) * 1000) if values else None
+
+
+def phase_metrics(rank: RankRaw) -> dict[str, float | None]:
+    """Mean milliseconds per measured step in each phase (bench.measure.clock.PHASES)."""
+    phases = rank.phase_s or {}
+    return {f"step_{name}_ms": (1000 * sum(phases[name]) / len(phases[name])
+                                if phases.get(name) else None) for name in PHASES}
 
 
 def model_state_metrics(ranks: list[RankRaw]) -> dict[str, float | None]:
@@ -43,7 +51,11 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         per_s = samples / window if window > 0 else None
         steps = [s for r in ranks for s in r.step_s]
         waits = [sum(r.data_wait_s) / r.window_s for r in ranks if r.window_s > 0]
+        slowest = max(ranks, key=lambda r: r.window_s)
+        host_steps = [s for r in ranks for s in (r.host_step_s or r.step_s)]
+        metrics |= phase_metrics(slowest)
         metrics |= {
+            "host_step_ms_p50": _percentile_ms(host_steps, 50),
             "samples_per_s": per_s,
             "samples_per_s_per_device": per_s / world_size if per_s else None,
             "step_ms_p50": _percentile_ms(steps, 50),
@@ -64,8 +76,8 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         metrics["peak_tflops"] = peak  # summed over every device in the window
         metrics["peak_source"] = raw.peak_source
         metrics["mfu"] = achieved / peak if achieved and peak else None
-    for key in ("val_acc", "val_loss", "test_acc", "test_loss", "time_to_target_s",
-                "steps_to_target", "compile_s"):
+    for key in ("val_acc", "best_val_acc", "val_loss", "test_acc", "test_loss",
+                "time_to_target_s", "steps_to_target", "checkpoint_s", "compile_s"):
         metrics[key] = getattr(raw, key)
     metrics["wall_s"] = wall_s
     return metrics

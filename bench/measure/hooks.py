@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.profilers import Profiler
 from lightning.pytorch.trainer.states import TrainerFn
 
 from bench.measure.clock import StepClock
@@ -24,12 +26,23 @@ class MeasureCallback(L.Callback):
     """Feeds a :class:`StepClock` from Lightning's hooks; gathers every rank's raw
     values to all ranks at the end of training (``self.ranks``). The clock is paused
     from the start of a validation inside fit to the next training batch, so the
-    validation and what follows it (checkpointing, early stopping) are not counted."""
+    validation and what follows it (checkpointing, early stopping) are not counted.
+
+    The phases (bench.measure.clock.PHASES) begin at the hooks Lightning calls on
+    the way through a step: the batch's fetch and its move to the device (marked by
+    :class:`DataPhaseProfiler`), ``on_train_batch_start`` (forward: the whole
+    ``training_step``), ``on_before_zero_grad`` (optimizer), ``on_before_backward``,
+    ``on_after_backward`` (rest), ``on_before_optimizer_step``, and
+    ``on_train_batch_end`` closes the step."""
 
     def __init__(self, warmup_steps: int) -> None:
         self.warmup_steps = warmup_steps
         self.clock: StepClock | None = None
         self.ranks: list[RankRaw] = []
+
+    def mark(self, phase: str) -> None:
+        if self.clock is not None:
+            self.clock.mark(phase)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.clock = StepClock(self.warmup_steps, trainer.strategy.root_device)
@@ -41,7 +54,22 @@ class MeasureCallback(L.Callback):
         # Resumed here, not at on_validation_end: Lightning calls ModelCheckpoint's
         # on_validation_end (writing a checkpoint) after every other callback's.
         self.clock.resume()
-        self.clock.batch_ready()
+        self.clock.mark("forward")
+
+    def on_before_zero_grad(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                            optimizer: Any) -> None:
+        self.mark("optimizer")
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           loss: Any) -> None:
+        self.mark("backward")
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.mark("rest")
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: Any) -> None:
+        self.mark("optimizer")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -55,9 +83,37 @@ class MeasureCallback(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.clock is not None
-        self.clock.resume()  # training may stop right after a validation
         self.clock.finish()
         self.ranks = gather(self.clock.rank_raw(trainer.global_rank))
+
+
+class DataPhaseProfiler(Profiler):
+    """Lightning's profiler hooks, used to mark the data phase: Lightning wraps the
+    fetch of each training batch in the action ``[_TrainingEpochLoop].
+    train_dataloader_next`` and its move to the device in ``[Strategy]<name>.
+    batch_to_device``. No Callback hook sees either: the gap between two steps also
+    holds the logger's work and, with many ranks, a broadcast, which are not data."""
+
+    FETCH = "].train_dataloader_next"
+    TRANSFER = ".batch_to_device"
+
+    def __init__(self, measure: MeasureCallback) -> None:
+        super().__init__()
+        self.measure = measure
+
+    def _is_data(self, action_name: str) -> bool:
+        return action_name.endswith((self.FETCH, self.TRANSFER))
+
+    def start(self, action_name: str) -> None:
+        if self._is_data(action_name):
+            self.measure.mark("data")
+
+    def stop(self, action_name: str) -> None:
+        if self._is_data(action_name):
+            self.measure.mark("rest")
+
+    def summary(self) -> str:
+        return ""
 
 
 def gather(value: Any) -> list[Any]:
@@ -74,13 +130,14 @@ class PeakCallback(L.Callback):
     """This rank's peak FLOP/s for the cell's compute dtype, found once every rank is up
     (CPU ranks calibrate together, as they will train: side by side)."""
 
-    def __init__(self, precision: str) -> None:
-        self.precision = precision
+    def __init__(self, precision: str, peaks_file: Path | None = None) -> None:
+        self.precision, self.peaks_file = precision, peaks_file
         self.peak_tflops: float | None = None
         self.source = ""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.strategy.barrier()
         self.peak_tflops, self.source = device_peak_tflops(
-            trainer.strategy.root_device, self.precision)
+            trainer.strategy.root_device, self.precision, self.peaks_file,
+            ranks_here=trainer.num_devices, rank=trainer.global_rank,
+            barrier=trainer.strategy.barrier)
         reset_memory_peaks(trainer.strategy.root_device)

@@ -32,9 +32,30 @@ def parameter_bytes(module: torch.nn.Module) -> int:
     return sum(local_bytes(getattr(p, "ds_tensor", p)) for p in module.parameters())
 
 
-def gradient_bytes(module: torch.nn.Module) -> int:
-    """The gradients the parameters hold right after backward (None-gradients count 0)."""
-    return sum(local_bytes(p.grad) for p in module.parameters() if p.grad is not None)
+# Where DeepSpeed's ZeRO optimizers keep the reduced gradients of this rank's partition
+# between backward and step (they free the parameters' .grad as they reduce): ZeRO-1/2
+# ``averaged_gradients`` (views into ``grads_in_partition`` when contiguous), ZeRO-3
+# ``grad_partitions_flat_buffer``; ``ipg_buffer`` is the bucket being reduced.
+DEEPSPEED_GRADIENT_BUFFERS = ("averaged_gradients", "grads_in_partition",
+                              "grad_partitions_flat_buffer", "ipg_buffer")
+
+
+def gradient_bytes(module: torch.nn.Module, optimizer: Any = None) -> int:
+    """The gradient memory this rank holds right after backward: the parameters'
+    ``.grad`` (an FSDP shard counts its local part) and, under DeepSpeed, the ZeRO
+    optimizer's gradient buffers. Views share their storage, so each storage counts
+    once, whole: a flat buffer is held in full even where only parts are in use."""
+    tensors = [p.grad for p in module.parameters() if p.grad is not None]
+    for name in DEEPSPEED_GRADIENT_BUFFERS:
+        tensors += _tensors([getattr(optimizer, name, None)])
+    # With offload, ZeRO copies the reduced partition to its fp32 master's .grad.
+    tensors += [t.grad for t in _master_partitions(optimizer) if t.grad is not None]
+    storages: dict[int, int] = {}
+    for tensor in tensors:
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        storage = local.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def optimizer_state_bytes(optimizer: Any) -> int:
@@ -46,6 +67,9 @@ def optimizer_state_bytes(optimizer: Any) -> int:
 
 def master_parameter_bytes(optimizer: Any) -> int:
     """DeepSpeed's fp32 copy of this rank's partition (0 for torch optimizers)."""
-    groups = (getattr(optimizer, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
-              or getattr(optimizer, "fp32_partitioned_groups_flat", None) or [])  # ZeRO-3
-    return sum(local_bytes(t) for t in groups)
+    return sum(local_bytes(t) for t in _master_partitions(optimizer))
+
+
+def _master_partitions(optimizer: Any) -> list[torch.Tensor]:
+    return list(getattr(optimizer, "single_partition_of_fp32_groups", None)  # ZeRO-1/2
+                or getattr(optimizer, "fp32_partitioned_groups_flat", None) or [])  # ZeRO-3

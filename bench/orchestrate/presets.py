@@ -78,8 +78,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Every strategy this machine trains, Lightning's and the engine controls, a few steps
     # on 2 ranks (one device for single and raw).
     "all-strategies": {"accelerator": "auto", "devices": "auto", "strategy": "auto",
-                       "precision": ["32-true"], "batch_size": [64], "loader": ["tensor"],
-                       "optimizer_impl": ["fused"], "steps": 10, "warmup_steps": 2},
+                       "precision": ["32-true"], "batch_size": [16], "loader": ["tensor"],
+                       "optimizer_impl": ["fused"], "steps": 4, "warmup_steps": 1},
     "accuracy": {"accelerator": ["cpu", "cuda"], "devices": [1], "strategy": ["single"],
                  "precision": ["bf16-mixed"], "batch_size": [64], "loader": ["tensor"],
                  "mode": ["accuracy"], "target_acc": 0.98, "max_epochs": 3,

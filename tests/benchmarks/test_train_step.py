@@ -32,7 +32,7 @@ def make_step(precision: str, impl: str) -> Callable[[], torch.Tensor]:
     def step() -> torch.Tensor:
         with autocast_for(engine.autocast, device):
             loss = torch.nn.functional.cross_entropy(engine.module(images), labels)
-        engine.backward_and_step(loss)
+        engine.train_step(loss)
         return loss.detach()
 
     return step

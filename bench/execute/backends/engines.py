@@ -33,20 +33,21 @@ class Plain:
     def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
         return net
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
     def step(self) -> None:
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
+    def train_step(self, loss: torch.Tensor) -> None:
+        """Zero the gradients, backward, step: one step without phase marks."""
+        self.zero_grad()
         self.backward(loss)
         self.step()
-
-    # Where gradients live after backward: on the parameters, for torch's engines.
-    gradients_on_parameters = True
 
     @property
     def grad_scaler(self) -> bool:
@@ -110,19 +111,18 @@ class DeepSpeed:
         self.input_dtype = torch.bfloat16 if "bf16" in config else \
             torch.float16 if "fp16" in config else torch.float32
 
+    def zero_grad(self) -> None:
+        """Nothing to do: the engine's step zeroes the gradients it has consumed."""
+
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
 
     def step(self) -> None:
         self.engine.step()
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
+    def train_step(self, loss: torch.Tensor) -> None:
         self.backward(loss)
         self.step()
-
-    # ZeRO reduces gradients into its own partitioned buffers during backward and frees
-    # the parameters' .grad: counting .grad would under-count, so it is not measured.
-    gradients_on_parameters = False
 
 
 def make_engine(cell: Cell, net: nn.Module, device: torch.device) -> Plain | DeepSpeed:

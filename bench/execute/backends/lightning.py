@@ -10,18 +10,18 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from bench.execute.backends.accuracy import accuracy_callbacks
-from bench.execute.workload import LoopResult, Workload, compiled
+from bench.execute.workload import LOG_EVERY_N_STEPS, LoopResult, Workload, compiled
 from bench.matrix import Cell
-from bench.measure.hooks import MeasureCallback, PeakCallback, gather
+from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback, gather
 from strategies.registry import trainer_arguments
 
 
 def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], loggers: list[Any],
-                  verbose: bool) -> L.Trainer:
+                  verbose: bool, profiler: Any = None) -> L.Trainer:
     common: dict[str, Any] = dict(
-        **trainer_arguments(cell), callbacks=callbacks, logger=loggers,
+        **trainer_arguments(cell), callbacks=callbacks, logger=loggers, profiler=profiler,
         enable_progress_bar=verbose, enable_model_summary=verbose, num_sanity_val_steps=0,
-        default_root_dir=str(cell_dir), log_every_n_steps=10, deterministic=False,
+        default_root_dir=str(cell_dir), log_every_n_steps=LOG_EVERY_N_STEPS, deterministic=False,
     )
     if cell.mode == "throughput":
         # Fixed steps, then one validation inside fit, after the last step (the clock
@@ -37,7 +37,8 @@ def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], logge
 
 def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -> LoopResult:
     cell, repeat = workload.cell, workload.repeat
-    measure, peak = MeasureCallback(cell.warmup_steps), PeakCallback(cell.precision)
+    measure = MeasureCallback(cell.warmup_steps)
+    peak = PeakCallback(cell.precision, workload.peaks_file)
     callbacks: list[L.Callback] = [measure, peak]
     target = None
     if cell.mode == "accuracy":
@@ -45,7 +46,8 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
         callbacks += extra
     # Per-step metrics always land in cells/<id>/metrics-r<repeat>/metrics.csv.
     csv = CSVLogger(str(cell_dir), name="", version=f"metrics-r{repeat}")
-    trainer = build_trainer(cell, cell_dir, callbacks, [csv, *loggers], verbose)
+    trainer = build_trainer(cell, cell_dir, callbacks, [csv, *loggers], verbose,
+                            profiler=DataPhaseProfiler(measure))
     fit_model = compiled(workload.model, cell)
     trainer.fit(fit_model, datamodule=workload.datamodule)
 
@@ -55,8 +57,7 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
     outcome = {key: float(trainer.callback_metrics[key]) for key in ("val_acc", "val_loss")
                if key in trainer.callback_metrics}  # the in-fit validation's
     if target is not None:
-        outcome |= target.result() | {"val_acc": target.best_val_acc,
-                                      "val_loss": target.last_val_loss}
+        outcome |= target.result()
         results = trainer.test(fit_model, datamodule=workload.datamodule, verbose=verbose)
         outcome |= {key: float(value) for key, value in (results[0] if results else {}).items()}
     extra: dict[str, Any] = {}

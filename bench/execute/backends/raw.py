@@ -6,6 +6,7 @@ of the cell. Their rows are what Lightning's overhead is measured against."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from bench.execute.backends.engines import make_engine
 from bench.execute.launch import Ranks, start_ranks
-from bench.execute.workload import LoopResult, Workload, compiled
+from bench.execute.workload import LOG_EVERY_N_STEPS, LoopResult, Workload, compiled
 from bench.measure.clock import StepClock
 from bench.measure.hooks import gather
 from bench.measure.memory import reset_memory_peaks
@@ -70,8 +71,7 @@ def evaluate(module: Any, loader: Any, device: torch.device, input_dtype: torch.
 def after_backward(engine: Any) -> dict[str, int | None]:
     """What the last step holds between its backward and its optimizer step."""
     module = getattr(engine.module, "module", engine.module)  # inside a DDP/DeepSpeed wrapper
-    return {"params": parameter_bytes(module),
-            "grads": gradient_bytes(module) if engine.gradients_on_parameters else None}
+    return {"params": parameter_bytes(module), "grads": gradient_bytes(module, engine.optimizer)}
 
 
 def run(workload: Workload) -> LoopResult:
@@ -101,23 +101,35 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
     data.prepare_data()
     data.setup("fit")
 
-    if ranks.world_size > 1:
-        torch.distributed.barrier()  # CPU ranks calibrate side by side, as they will train
-    peak, peak_source = device_peak_tflops(device, cell.precision)
+    peak, peak_source = device_peak_tflops(
+        device, cell.precision, workload.peaks_file,
+        ranks_here=int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)), rank=ranks.rank,
+        barrier=torch.distributed.barrier if ranks.world_size > 1 else lambda: None)
     reset_memory_peaks(device)
     clock = StepClock(cell.warmup_steps, device)
     clock.start()
     total, held = cell.warmup_steps + cell.steps, {}
-    for index, (images, labels) in enumerate(batches(data.train_dataloader(), total)):
+    batch_iterator = batches(data.train_dataloader(), total)
+    for index in range(total):  # the phases as Lightning's hooks mark them (measure.hooks)
+        clock.mark("data")
+        images, labels = next(batch_iterator)
         images = images.to(device, engine.input_dtype, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        clock.batch_ready()
+        clock.mark("forward")
         with autocast_for(engine.autocast, device):
             loss = nn.functional.cross_entropy(step_module(images), labels)
+        clock.mark("optimizer")
+        engine.zero_grad()
+        clock.mark("backward")
         engine.backward(loss)
+        clock.mark("rest")
         if index == total - 1:  # gradients exist only between backward and step
             held = after_backward(engine)
+        clock.mark("optimizer")
         engine.step()
+        clock.mark("rest")
+        if (index + 1) % LOG_EVERY_N_STEPS == 0:
+            loss.item()  # Lightning's logger reads the loss to the host at this cadence
         clock.step_done(loss, len(labels))
     clock.finish()
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from bench.measure.clock import StepClock
+from bench.measure.clock import PHASES, StepClock
 from bench.measure.derive import derive_metrics
 from bench.record import RankRaw, Raw
 
@@ -23,8 +23,9 @@ def drive(clock: StepClock, n: int, wait_s: float, compute_s: float, batch: int,
     """``n`` steps: ``wait_s`` for the batch, ``compute_s`` of work; the first step
     takes ``first_extra_s`` more (a slow warm-up, as a compile or a cold cache)."""
     for i in range(n):
+        clock.mark("data")
         time.sleep(wait_s)
-        clock.batch_ready()
+        clock.mark("forward")
         time.sleep(compute_s + (first_extra_s if i == 0 else 0.0))
         clock.step_done(torch.tensor(float(i)), batch)
 
@@ -103,6 +104,81 @@ def test_resume_without_pause_changes_nothing() -> None:
     drive(clock, 1, 0.0, 0.01, 4)
     clock.finish()
     assert asdict(clock.rank_raw(0))["samples"] == 4
+
+
+def test_phases_add_up_to_each_step_and_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step: a gap before the fetch (rest), the fetch (data), forward, a zero_grad
+    (optimizer), backward, a gap (rest), the optimizer step. On a host clock that
+    moves only when told, each phase holds exactly its time, and they sum to the step."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    spent = {"data": 0.012, "forward": 0.006, "backward": 0.010}
+    clock = StepClock(warmup_steps=1, device=CPU)
+    clock.start()
+    for _ in range(4):
+        now[0] += 0.002  # rest, before the fetch
+        for phase in ("data", "forward", "optimizer", "backward", "rest", "optimizer"):
+            clock.mark(phase)
+            now[0] += spent.get(phase, 0.004)  # optimizer: 4 ms twice; rest: 4 ms
+        clock.mark("rest")
+        now[0] += 0.001
+        clock.step_done(torch.tensor(0.0), 8)
+    clock.finish()
+    rank = clock.rank_raw(0)
+    expected = {"data": 0.012, "forward": 0.006, "backward": 0.010, "optimizer": 0.008,
+                "rest": 0.007}
+    assert rank.phase_s == {phase: pytest.approx([expected[phase]] * 3) for phase in PHASES}
+    assert rank.step_s == pytest.approx([0.043] * 3)
+    assert rank.data_wait_s == rank.phase_s["data"]
+    assert rank.host_step_s is None  # one clock on CPU
+    metrics = derive_metrics(Raw(ranks=[rank]), world_size=1)
+    assert {p: metrics[f"step_{p}_ms"] for p in PHASES} == pytest.approx(
+        {p: 1000 * expected[p] for p in PHASES})
+    assert metrics["data_wait_frac"] == pytest.approx(0.012 / 0.043)
+
+
+class StandInEvent:
+    """A CUDA event on a made-up device timeline: the device runs ``lag_s`` behind
+    the host, and each step's device work takes ``device_step_s``."""
+
+    device_now = 0.0
+
+    def __init__(self) -> None:
+        self.at = StandInEvent.device_now
+
+    def elapsed_time(self, end: StandInEvent) -> float:
+        return (end.at - self.at) * 1000  # milliseconds, as torch.cuda.Event
+
+
+def test_on_cuda_steps_are_timed_by_device_events_and_the_host_kept_apart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device's clock comes from events recorded at the same marks (read after the
+    window); the host's intervals stay as host_step_s. The device is synchronised at
+    a pause (queued training work is not run inside the validation) and at the edges
+    of the window, never per step."""
+    syncs: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append("sync"))
+    monkeypatch.setattr("bench.measure.clock.memory_peaks", lambda device: {})
+    clock = StepClock(warmup_steps=1, device=torch.device("cuda", 0),
+                      device_event=StandInEvent)
+    clock.start()
+    for _ in range(3):
+        clock.mark("data")
+        StandInEvent.device_now += 0.001
+        clock.mark("forward")
+        StandInEvent.device_now += 0.050  # the device works 50 ms; the host returns at once
+        clock.step_done(torch.tensor(0.0), 4)
+    starts = len(syncs)
+    clock.pause()
+    assert len(syncs) == starts + 1
+    StandInEvent.device_now += 1.0  # validation: not counted
+    clock.resume()
+    clock.finish()
+    rank = clock.rank_raw(0)
+    assert rank.step_s == pytest.approx([0.051, 0.051])
+    assert rank.phase_s is not None and rank.phase_s["forward"] == pytest.approx([0.05, 0.05])
+    assert rank.host_step_s is not None and max(rank.host_step_s) < 0.05
+    assert len(syncs) == 4  # start, the window's first edge, the pause, finish
 
 
 def test_empty_clock_records_nothing() -> None:

@@ -144,12 +144,13 @@ def test_harness_cost(data_dir: Path, tmp_path: Path) -> None:
 
 
 def clock_call_cost_us(n: int = 20_000) -> float:
-    """What StepClock's per-step calls cost by themselves (batch_ready + step_done)."""
+    """What StepClock's per-step calls cost by themselves (seven marks + step_done)."""
     loss = torch.tensor(1.0)
     clock = StepClock(warmup_steps=0, device=CPU)
     clock.start()
     start = time.perf_counter()
     for _ in range(n):
-        clock.batch_ready()
+        for phase in ("data", "rest", "forward", "optimizer", "backward", "rest", "optimizer"):
+            clock.mark(phase)
         clock.step_done(loss, 64)
     return (time.perf_counter() - start) / n * 1e6

@@ -3,84 +3,99 @@ unknown parts say why there is no MFU, and the CPU calibration measures somethin
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from bench.measure import peaks as peaks_module
 from bench.measure.dtypes import dtypes
 from bench.measure.peaks import (
     DENSE_TFLOPS,
     calibrate_cpu_tflops,
+    cpu_calibration_key,
     device_peak_tflops,
     gpu_table_key,
     table_peak_tflops,
     tf32_matmul_allowed,
 )
 
+# What torch.cuda.get_device_name() returns on each part, and the datasheet figures
+# for it, typed from the vendors' datasheets (not from bench.measure.peaks). A "*"
+# figure is the datasheet's 2:4-sparse tensor number; the dense one is half.
+#   H100 SXM5 / PCIe / NVL: NVIDIA H100 Tensor Core GPU datasheet (2023): FP32 67 /
+#     51 / 60; TF32 989* / 756* / 835*; BF16 and FP16 1979* / 1513* / 1671*.
+#   H200 SXM / NVL: NVIDIA H200 datasheet (2024): FP32 67 / 60; TF32 989* / 835*;
+#     BF16 and FP16 1979* / 1671*. GH200: the same Hopper GPU as H200 SXM.
+#   A100 (SXM4 and PCIe, 40 and 80 GB): NVIDIA A100 datasheet: FP32 19.5, TF32 156,
+#     BF16 and FP16 312 (dense; 312* / 624* sparse).
+#   L40S: NVIDIA L40S datasheet: FP32 91.6, TF32 183, BF16 and FP16 362.05.
+#   L4: NVIDIA L4 datasheet: FP32 30.3, TF32 120*, BF16 and FP16 242*.
+#   A10: NVIDIA A10 datasheet: FP32 31.2, TF32 62.5, BF16 and FP16 125.
+#   V100 SXM2 / PCIe / V100S PCIe: NVIDIA V100 datasheet: FP32 15.7 / 14 / 16.4,
+#     Tensor (FP16) 125 / 112 / 130.
+#   T4: NVIDIA T4 datasheet: FP32 8.1, mixed precision (FP16) 65.
+#   B200: NVIDIA HGX B200 datasheet, per GPU: FP32 75, TF32 2.2 PF*, BF16 and FP16
+#     4.5 PF*.
+DATASHEET: list[tuple[str, str, dict[str, float]]] = [
+    ("NVIDIA H100 80GB HBM3", "h100",
+     {"fp32": 67, "tf32": 989 / 2, "bf16": 1979 / 2, "fp16": 1979 / 2}),
+    ("NVIDIA H100 PCIe", "h100 pcie",
+     {"fp32": 51, "tf32": 756 / 2, "bf16": 1513 / 2, "fp16": 1513 / 2}),
+    ("NVIDIA H100 NVL", "h100 nvl",
+     {"fp32": 60, "tf32": 835 / 2, "bf16": 1671 / 2, "fp16": 1671 / 2}),
+    ("NVIDIA H200", "h200", {"fp32": 67, "tf32": 989 / 2, "bf16": 1979 / 2, "fp16": 1979 / 2}),
+    ("NVIDIA H200 NVL", "h200 nvl",
+     {"fp32": 60, "tf32": 835 / 2, "bf16": 1671 / 2, "fp16": 1671 / 2}),
+    ("NVIDIA GH200 480GB", "gh200",
+     {"fp32": 67, "tf32": 989 / 2, "bf16": 1979 / 2, "fp16": 1979 / 2}),
+    ("NVIDIA A100-SXM4-80GB", "a100", {"fp32": 19.5, "tf32": 156, "bf16": 312, "fp16": 312}),
+    ("NVIDIA A100-SXM4-40GB", "a100", {"fp32": 19.5, "tf32": 156, "bf16": 312, "fp16": 312}),
+    ("NVIDIA A100 80GB PCIe", "a100", {"fp32": 19.5, "tf32": 156, "bf16": 312, "fp16": 312}),
+    ("NVIDIA L40S", "l40s", {"fp32": 91.6, "tf32": 183, "bf16": 362.05, "fp16": 362.05}),
+    ("NVIDIA L4", "l4", {"fp32": 30.3, "tf32": 120 / 2, "bf16": 242 / 2, "fp16": 242 / 2}),
+    ("NVIDIA A10", "a10", {"fp32": 31.2, "tf32": 62.5, "bf16": 125, "fp16": 125}),
+    ("Tesla V100-SXM2-16GB", "v100", {"fp32": 15.7, "fp16": 125}),
+    ("Tesla V100-SXM2-32GB", "v100", {"fp32": 15.7, "fp16": 125}),
+    ("Tesla V100-PCIE-16GB", "v100 pcie", {"fp32": 14, "fp16": 112}),
+    ("Tesla V100-PCIE-32GB", "v100 pcie", {"fp32": 14, "fp16": 112}),
+    ("Tesla V100S-PCIE-32GB", "v100s pcie", {"fp32": 16.4, "fp16": 130}),
+    ("Tesla T4", "t4", {"fp32": 8.1, "fp16": 65}),
+    ("NVIDIA B200", "b200", {"fp32": 75, "tf32": 2200 / 2, "bf16": 4500 / 2, "fp16": 4500 / 2}),
+]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-@pytest.mark.parametrize(("name", "key"), [
-    # torch.cuda.get_device_name() strings as the drivers report them
-    ("NVIDIA H100 80GB HBM3", "h100"),  # SXM5
-    ("NVIDIA H100 PCIe", "h100 pcie"),
-    ("NVIDIA H100 NVL", "h100 nvl"),
-    ("NVIDIA H200", "h200"),
-    ("NVIDIA H200 NVL", "h200 nvl"),
-    ("NVIDIA GH200 480GB", "gh200"),  # not taken for an H200
-    ("NVIDIA A100-SXM4-80GB", "a100"),
-    ("NVIDIA A100 80GB PCIe", "a100"),
-    ("NVIDIA A100-SXM4-40GB", "a100"),
-    ("NVIDIA L4", "l4"),
-    ("NVIDIA L40S", "l40s"),  # not taken for an L4
-    ("NVIDIA A10G", "a10"),
-    ("NVIDIA A10", "a10"),
-    ("Tesla T4", "t4"),
-    ("Tesla V100-SXM2-16GB", "v100"),
-    ("NVIDIA B200", "b200"),
-])
-def test_gpu_table_key(name: str, key: str) -> None:
+
+@pytest.mark.parametrize(("name", "key", "figures"), DATASHEET, ids=[d[0] for d in DATASHEET])
+def test_each_part_gets_its_own_datasheet_dense_peak(name: str, key: str,
+                                                     figures: dict[str, float]) -> None:
     assert gpu_table_key(name) == key
+    for kind, figure in figures.items():
+        dtype, tf32 = (torch.float32, True) if kind == "tf32" else (DTYPES[kind], False)
+        assert table_peak_tflops(name, dtype, tf32) == (pytest.approx(figure),
+                                                        f"table:{key}:{kind}"), kind
+    for kind in set(DTYPES) - set(figures):  # a dtype the part has no tensor figure for
+        assert table_peak_tflops(name, DTYPES[kind], False)[0] is None, kind
+
+
+def test_every_table_row_is_checked_against_a_datasheet() -> None:
+    assert {key for _, key, _ in DATASHEET} == set(DENSE_TFLOPS)
 
 
 @pytest.mark.parametrize("name", [
     "NVIDIA GeForce RTX 4090", "NVIDIA L40",  # L40 is not an L4 nor an L40S
     "NVIDIA A40", "AMD Instinct MI300X", "",
+    "NVIDIA A10G",  # AWS's part: no public datasheet, so no claimed peak
 ])
 def test_unknown_gpu_has_no_key(name: str) -> None:
     assert gpu_table_key(name) is None
 
 
-@pytest.mark.parametrize(("name", "dtype", "tf32", "peak", "source"), [
-    # dense, not the 2:4-sparse figures the datasheets print first
-    ("NVIDIA H100 80GB HBM3", torch.bfloat16, False, 989.4, "table:h100:bf16"),
-    ("NVIDIA H100 80GB HBM3", torch.float16, False, 989.4, "table:h100:fp16"),
-    ("NVIDIA H100 80GB HBM3", torch.float32, False, 66.9, "table:h100:fp32"),
-    ("NVIDIA H100 80GB HBM3", torch.float32, True, 494.7, "table:h100:tf32"),
-    ("NVIDIA H100 PCIe", torch.bfloat16, False, 756.0, "table:h100 pcie:bf16"),
-    ("NVIDIA H100 NVL", torch.bfloat16, False, 835.5, "table:h100 nvl:bf16"),
-    ("NVIDIA H200", torch.bfloat16, False, 989.4, "table:h200:bf16"),
-    ("NVIDIA GH200 480GB", torch.bfloat16, False, 989.4, "table:gh200:bf16"),
-    ("NVIDIA A100-SXM4-80GB", torch.bfloat16, False, 312.0, "table:a100:bf16"),
-    ("NVIDIA A100-SXM4-80GB", torch.float32, True, 156.0, "table:a100:tf32"),
-    ("NVIDIA A100-SXM4-80GB", torch.float32, False, 19.5, "table:a100:fp32"),
-    ("NVIDIA L4", torch.bfloat16, False, 121.0, "table:l4:bf16"),
-    ("NVIDIA L40S", torch.bfloat16, False, 362.0, "table:l40s:bf16"),
-    ("NVIDIA A10G", torch.float16, False, 125.0, "table:a10:fp16"),
-    ("Tesla T4", torch.float16, False, 65.0, "table:t4:fp16"),
-    # T4 has no TF32: float32 stays float32 even when TF32 is allowed
-    ("Tesla T4", torch.float32, True, 8.1, "table:t4:fp32"),
-])
-def test_table_peak_is_dense(name: str, dtype: torch.dtype, tf32: bool, peak: float,
-                             source: str) -> None:
-    assert table_peak_tflops(name, dtype, tf32) == (peak, source)
-
-
-def test_no_table_value_is_a_sparse_figure() -> None:
-    # Every dense bf16/fp16 peak is at most 2x the dense tf32 one (sparse would be 4x).
-    for key, row in DENSE_TFLOPS.items():
-        if "tf32" in row and "bf16" in row:
-            assert row["bf16"] <= 2.05 * row["tf32"], key
-    assert table_peak_tflops("NVIDIA H100 80GB HBM3", torch.bfloat16, False)[0] != 1979.0
+def test_t4_float32_stays_float32_when_tf32_is_allowed() -> None:
+    assert table_peak_tflops("Tesla T4", torch.float32, True) == (8.1, "table:t4:fp32")
 
 
 def test_unknown_gpu_gives_none_with_reason() -> None:
@@ -103,15 +118,37 @@ def test_compute_dtype(precision: str, dtype: torch.dtype) -> None:
     assert dtypes(precision).compute is dtype
 
 
-def test_calibrate_cpu_tflops_is_positive() -> None:
-    tflops = calibrate_cpu_tflops(torch.float32, size=256, seconds=0.05)
-    assert 0 < tflops < 1000
+def test_calibration_agrees_with_an_outside_timing() -> None:
+    """The calibrated figure, against the same matmul timed here by hand."""
+    size = 512
+    calibrated = calibrate_cpu_tflops(torch.float32, size=size, seconds=0.05, repeats=3)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start, count = time.perf_counter(), 30
+    for _ in range(count):
+        a @ b
+    by_hand = 2.0 * size**3 * count / (time.perf_counter() - start) / 1e12
+    assert by_hand / 2 < calibrated < by_hand * 2
 
 
-def test_cpu_device_peak_is_calibrated() -> None:
-    peak, source = device_peak_tflops(torch.device("cpu"), "32-true")
-    assert source == "calibrated"
-    assert peak is not None and peak > 0
+def test_cpu_peak_is_calibrated_once_per_run(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first cell of a run calibrates and writes the run's peaks.json; the next
+    cells divide by that same number; another dtype or rank count calibrates anew."""
+    peaks = tmp_path / "peaks.json"
+    calls: list[torch.dtype] = []
+    calibrate = peaks_module.calibrate_cpu_tflops
+    monkeypatch.setattr(peaks_module, "calibrate_cpu_tflops",
+                        lambda dtype: calls.append(dtype) or calibrate(dtype, 256, 0.02, 3))
+    cpu = torch.device("cpu")
+    first, source = device_peak_tflops(cpu, "32-true", peaks)
+    assert source.startswith("calibrated") and first is not None and first > 0
+    assert json.loads(peaks.read_text()) == {cpu_calibration_key(torch.float32, 1): first}
+    again, reused = device_peak_tflops(cpu, "32-true", peaks)
+    assert again == first and "this run's" in reused and len(calls) == 1
+    device_peak_tflops(cpu, "bf16-true", peaks)
+    device_peak_tflops(cpu, "32-true", peaks, ranks_here=2)
+    assert len(calls) == 3 and len(json.loads(peaks.read_text())) == 3
 
 
 @pytest.fixture
