@@ -26,11 +26,33 @@ class Metric:
     numeric: bool = True
 
 
+# The phases of a training step, in the order a step goes through them
+# (bench.measure.clock marks them). "rest" is whatever no other phase claims:
+# framework code, logging, communication that is not overlapped with compute.
+PHASES = ("data", "forward", "backward", "optimizer", "rest")
+
+# A cell is "unstable" above either (bench.analyze.summary).
+UNSTABLE_WINDOW_MEDIAN_RATIO = 1.10
+UNSTABLE_REPEAT_CV = 0.10
+
 # In the order of the results table's columns.
 METRICS: tuple[Metric, ...] = (
     Metric(name="samples_per_s", unit="samples/s", label="samples/s", better="higher",
            compare=True,
            derivation="samples summed over every rank / the slowest rank's measured window"),
+    Metric(name="samples_per_s_median", unit="samples/s", better="higher",
+           derivation="samples summed over every rank / the slowest rank's (measured steps "
+                      "x median step): the window figure without its outlying steps"),
+    Metric(name="window_median_ratio", unit="x", display="x",
+           derivation="the slowest rank's window / (its measured steps x its median step); "
+                      "1.00 when every step took as long, above 1 when some steps were "
+                      "slow (warm-up not over, a transient on the machine)"),
+    Metric(name="samples_per_s_cv", unit="fraction", display="pct", stored=False,
+           derivation="standard deviation / mean of samples_per_s over the ok repeats"),
+    Metric(name="unstable", unit="", numeric=False, stored=False,
+           derivation="window_median_ratio above 1.10 in any repeat, or samples_per_s_cv "
+                      "above 10% "
+                      "(pyperf's threshold): the throughput is not steady enough to act on"),
     Metric(name="samples_per_s_per_device", unit="samples/s", label="/device", better="higher",
            derivation="samples_per_s / world size"),
     Metric(name="speedup", unit="x", label="speedup", display="x", stored=False,
@@ -108,7 +130,9 @@ METRICS: tuple[Metric, ...] = (
     Metric(name="steps_to_target", unit="steps", better="lower",
            derivation="optimizer steps to the target val_acc"),
     Metric(name="compile_s", unit="s", better="lower",
-           derivation="rank 0's first warm-up step minus its median measured step"),
+           derivation="seconds torch.compile spent compiling (dynamo's own timer, every "
+                      "frame and recompile during training), the slowest rank's; each "
+                      "(cell, repeat) starts from an empty inductor cache"),
     Metric(name="wall_s", unit="s", derivation="the cell's wall clock, set-up included"),
 )
 BY_NAME = {metric.name: metric for metric in METRICS}

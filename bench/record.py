@@ -63,6 +63,8 @@ class RankRaw:
     # intervals between the same points. None where the two clocks are one (CPU).
     host_step_s: list[float] | None = None
     paused_s: float | None = None  # host seconds the clock was paused (validation inside fit)
+    # bench.measure.compile, compiled cells: compile_s, graphs_compiled, inductor_cache_cold
+    compile: dict[str, Any] | None = None
     peak_mem_alloc_mb: float | None = None
     peak_mem_reserved_mb: float | None = None
     peak_rss_mb: float | None = None

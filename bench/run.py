@@ -9,12 +9,14 @@ results/<run-id>/records.jsonl as cells finish, then the report is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.execute.wandb_sink import report_run, resolve_mode
 from bench.matrix import MatrixError
+from bench.measure.trace import PROFILE_VAR
 from bench.orchestrate.plan import (
     DEFAULT_TIMEOUT_S,
     RunPlan,
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
                    help="default $WANDB_MODE, else offline")
     p.add_argument("--verbose", action="store_true", help="Lightning's progress bar and logs")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="write a torch.profiler trace of the first N measured steps of each "
+                        "cell to cells/<id>/trace-r<repeat>-rank<rank>.json (Perfetto, "
+                        "TensorBoard); the profiled figures carry the profiler's overhead")
     return p
 
 
@@ -116,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cell_timeout is not None and not args.cell_timeout > 0:
             raise ValueError(f"--cell-timeout must be a positive number of seconds, "
                              f"got {args.cell_timeout:g}")
+        if args.profile < 0:
+            raise ValueError(f"--profile takes a number of steps, got {args.profile}")
+        if args.profile:  # every cell process and rank inherits it
+            os.environ[PROFILE_VAR] = str(args.profile)
         wandb_mode = resolve_mode(args.wandb)
         machine = planning_machine(args)
         if args.dry_run:

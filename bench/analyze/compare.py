@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.analyze.load import latest
-from bench.analyze.summary import sort_key
+from bench.analyze.summary import sort_key, stability
 from bench.analyze.tables import fmt
 from bench.metrics import COMPARED_METRICS
 
@@ -78,6 +78,9 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
             row.update(verdict="not comparable" if present == "both" else present,
                        change_pct=math.nan, p_value=math.nan,
                        basis=f"A: {statuses['a'] or '-'}, B: {statuses['b'] or '-'}")
+        # bench.metrics "unstable": a side not steady enough to act on, shown with the verdict
+        row["unstable"] = " and ".join(name.upper() for name in ("a", "b")
+                                       if len(ok[name]) and stability(ok[name])["unstable"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -117,7 +120,9 @@ def display_table(result: pd.DataFrame) -> pd.DataFrame:
         row = {"cell": r["cell_id"], "n A/B": f"{r['n_a']}/{r['n_b']}",
                "samples/s A": fmt(r["samples_per_s_a"]), "samples/s B": fmt(r["samples_per_s_b"]),
                "change": "-" if pd.isna(r["change_pct"]) else f"{r['change_pct']:+.1f}%",
-               "verdict": r["verdict"], "basis": r["basis"]}
+               "verdict": r["verdict"] + (f" ({r['unstable']} unstable)"
+                                          if r.get("unstable") else ""),
+               "basis": r["basis"]}
         for metric in METRICS[1:]:
             row[f"{metric.label} B/A"] = fmt(r[f"{metric.name}_ratio"], "x")
         rows.append(row)

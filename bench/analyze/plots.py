@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from bench.analyze.summary import ORDER  # noqa: E402
+from bench.metrics import PHASES  # noqa: E402
 
 # Fixed colours so that a precision looks the same in every plot and every run.
 PRECISION_COLORS = {"32-true": "#1f77b4", "16-mixed": "#ff7f0e", "bf16-mixed": "#2ca02c",
@@ -259,11 +260,37 @@ def plot_val_accuracy(records: pd.DataFrame, out_dir: Path) -> Path | None:
     return _save(fig, out_dir, "val_accuracy.png")
 
 
+PHASE_COLORS = dict(zip(PHASES, ("#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#7f7f7f"),
+                        strict=True))
+
+
+def plot_time_breakdown(summary: pd.DataFrame, out_dir: Path) -> Path | None:
+    """Where the time goes: one stacked bar per cell, ms per step in each phase."""
+    columns = [f"step_{phase}_ms" for phase in PHASES]
+    if not len(summary) or not set(columns) <= set(summary.columns):
+        return None
+    data = summary[summary[columns].notna().all(axis=1)].iloc[::-1]  # first cell on top
+    if data.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.35 * len(data)))
+    left = np.zeros(len(data))
+    for phase, column in zip(PHASES, columns, strict=True):
+        values = data[column].to_numpy(dtype=float)
+        ax.barh(range(len(data)), values, left=left, color=PHASE_COLORS[phase], label=phase)
+        left += values
+    ax.set_yticks(range(len(data)), data["cell_id"], fontsize=7)
+    ax.set(xlabel="ms per measured step (slowest rank, median over repeats)",
+           title="Where the time goes: the phases of a training step")
+    ax.legend(ncols=len(PHASES), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.06))
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out_dir, "time_breakdown.png")
+
+
 def make_plots(records: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Every plot that has something to show; the paths of the PNGs written."""
-    for stale in ("throughput", "scaling", "mfu", "loss", "val_accuracy"):
+    for stale in ("throughput", "scaling", "mfu", "time_breakdown", "loss", "val_accuracy"):
         (out_dir / f"{stale}.png").unlink(missing_ok=True)  # a rerun must not keep old plots
     made = [plot_throughput(summary, out_dir), plot_scaling(summary, out_dir),
-            plot_mfu(summary, out_dir), plot_loss(records, out_dir),
-            plot_val_accuracy(records, out_dir)]
+            plot_mfu(summary, out_dir), plot_time_breakdown(summary, out_dir),
+            plot_loss(records, out_dir), plot_val_accuracy(records, out_dir)]
     return [p for p in made if p is not None]

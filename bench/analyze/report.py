@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.analyze.arithmetic import ARITHMETIC_LEGEND, arithmetic_table
+from bench.analyze.breakdown import BREAKDOWN_LEGEND, breakdown_table
 from bench.analyze.load import load_records
 from bench.analyze.overhead import OVERHEAD_LEGEND, overhead_table
 from bench.analyze.summary import not_run, summarize
@@ -35,6 +37,10 @@ ENV_LINES = (("host", "hostname"), ("OS", "os"), ("CPU", "cpu_model"), ("GPUs", 
              ("torch", "versions.torch"), ("lightning", "versions.lightning"), ("git", "git_sha"))
 
 
+# The report's sections that the terminal gets too (the rest are in the files).
+TERMINAL_SECTIONS = ("Fastest cells", "Where the time goes", "Lightning against its control")
+
+
 @dataclass
 class Section:
     title: str
@@ -43,7 +49,8 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame) -> list[Section]:
+def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
+                    records: pd.DataFrame | None = None) -> list[Section]:
     table, best, overhead = main_table(summary), fastest_table(summary), overhead_table(summary)
     baselines = summary["baseline_cell_id"].dropna().unique() if len(summary) else []
     skipped_view = skipped.assign(reason=skipped["reason"].map(short_reason))
@@ -52,6 +59,11 @@ def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame) -> list[Sectio
             *LEGEND, "baseline cells: " + (", ".join(baselines)
                                            or "none (no 1-device 32-true single cell)")]),
         Section("Fastest cells", best, "No cell produced a measurement.", list(FASTEST_LEGEND)),
+        Section("Where the time goes", breakdown_table(summary),
+                "No cell recorded the phases of its steps.", list(BREAKDOWN_LEGEND)),
+        Section("What each cell computed", arithmetic_table(
+            records if records is not None else pd.DataFrame()),
+                "No record says what arithmetic it ran.", list(ARITHMETIC_LEGEND)),
         # Only in runs that have a Lightning cell beside its control (raw, engine-*).
         *([Section("Lightning against its control", overhead, "", list(OVERHEAD_LEGEND))]
           if len(overhead) else []),
@@ -74,7 +86,7 @@ def write_report(run_dir: str | Path) -> str:
     if importlib.util.find_spec("pyarrow") is not None:
         flat.to_parquet(paths.path / "records.parquet", index=False)
     pngs = plots.make_plots(df, summary, paths.plots)
-    sections = report_sections(summary, skipped)
+    sections = report_sections(summary, skipped, df)
     env = env_summary(paths, df)
     title = f"mnist-bench report: {paths.run_id}"
     (paths.path / "report.md").write_text(_markdown(title, env, sections, pngs))
@@ -82,7 +94,7 @@ def write_report(run_dir: str | Path) -> str:
     if not len(sections[0].table):
         return "No cell produced a measurement."
     # The terminal gets the measured tables; "Not run" is in the report files.
-    shown = [s for s in sections[1:] if len(s.table) and not s.title.startswith("Not run")]
+    shown = [s for s in sections[1:] if len(s.table) and s.title in TERMINAL_SECTIONS]
     return "\n\n".join([render(sections[0].table),
                         *(f"{s.title}:\n{render(s.table)}" for s in shown)])
 

@@ -9,7 +9,12 @@ from typing import Any
 import pandas as pd
 
 from bench.analyze.load import RECORD_COLUMNS, latest
-from bench.metrics import METRICS, NUMERIC_NAMES
+from bench.metrics import (
+    METRICS,
+    NUMERIC_NAMES,
+    UNSTABLE_REPEAT_CV,
+    UNSTABLE_WINDOW_MEDIAN_RATIO,
+)
 
 # Two cells run "the same workload" when these match; only the device count and strategy differ.
 WORKLOAD_FIELDS = ("accelerator", "precision", "batch_size", "loader", "compile", "optimizer",
@@ -71,6 +76,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             row[name] = ok[name].median() if len(ok) else float("nan")
         row["samples_per_s_min"] = ok["samples_per_s"].min() if len(ok) else float("nan")
         row["samples_per_s_max"] = ok["samples_per_s"].max() if len(ok) else float("nan")
+        row |= stability(ok)
         sources = ok["peak_source"].dropna()
         row["peak_source"] = sources.mode().iloc[0] if len(sources) else None
         rows.append(row)
@@ -84,6 +90,18 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         lambda r: _relative(summary, r, _scaling_ref(summary, r), r["total_devices"])
         if r["total_devices"] > 1 else (None, float("nan")), axis=1, result_type="expand")
     return summary
+
+
+def stability(ok: pd.DataFrame) -> dict[str, Any]:
+    """The spread over repeats and whether the cell's throughput is steady enough
+    (bench.metrics: samples_per_s_cv, unstable)."""
+    values = ok["samples_per_s"].dropna() if "samples_per_s" in ok else pd.Series(dtype=float)
+    cv = float(values.std(ddof=1) / values.mean()) if len(values) > 1 else float("nan")
+    # The worst repeat's: one repeat with a slow window moves the median of two or three.
+    ratio = ok["window_median_ratio"].max() if "window_median_ratio" in ok else float("nan")
+    unstable = bool((pd.notna(ratio) and ratio > UNSTABLE_WINDOW_MEDIAN_RATIO)
+                    or (pd.notna(cv) and cv > UNSTABLE_REPEAT_CV))
+    return {"samples_per_s_cv": cv, "unstable": unstable if len(values) else None}
 
 
 def _count(value: Any) -> int:

@@ -12,7 +12,9 @@ from bench.metrics import TABLE_METRICS
 LEGEND = ("n: ok repeats (of all repeats); samples/s: global, median [min-max] over repeats",
           "speedup: vs the 1-device 32-true single cell (same accelerator and batch size)",
           "scaling: throughput(N devices) / (N x throughput(1 device)); MFU: achieved / peak",
-          "peak MB: allocated on CUDA, process RSS on CPU; '-': not measured")
+          "peak MB: allocated on CUDA, process RSS on CPU; '-': not measured",
+          "unstable: a repeat's measured window is over 1.10x its steps at the median step "
+          "time, or samples/s varies over 10% (std/mean) across repeats")
 
 LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "accelerator")
 
@@ -39,7 +41,8 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
     ran = summary[summary["n"] > 0] if len(summary) else summary
     rows = []
     for r in ran.to_dict("records"):
-        row = {"cell": r["cell_id"], "status": r["status"],
+        status = f"{r['status']}, unstable" if r.get("unstable") else r["status"]
+        row = {"cell": r["cell_id"], "status": status,
                "n": str(r["n"]) if r["n"] == r["n_total"] else f"{r['n']}/{r['n_total']}"}
         for metric in TABLE_METRICS:
             row[metric.label or metric.name] = fmt(r.get(metric.name), metric.display)

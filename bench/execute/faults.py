@@ -3,8 +3,9 @@ the environment variable MNIST_BENCH_INJECT_FAULT="<cell-id>[@<rank>]=<kind>[,..
 (with ``@<rank>``, only that rank of a multi-process cell fails).
 
 kinds: raise (an exception), sigkill (the process kills itself), hang (sleeps
-forever), oom (raises torch's out-of-memory error). Off by default and cheap:
-one environment lookup per cell.
+forever), oom (raises torch's out-of-memory error), slow-data:<ms> (the training
+loader waits that long before each batch, a known data wait to measure). Off by
+default and cheap: one environment lookup per cell.
 """
 
 from __future__ import annotations
@@ -12,20 +13,48 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 ENV_VAR = "MNIST_BENCH_INJECT_FAULT"
-KINDS = ("raise", "sigkill", "hang", "oom")
+KINDS = ("raise", "sigkill", "hang", "oom", "slow-data")
 
 
 def requested(cell_id: str, rank: int) -> str | None:
+    """The fault asked for this cell and rank, with its argument (``slow-data:20``)."""
     for item in os.environ.get(ENV_VAR, "").split(","):
         target, _, kind = item.strip().partition("=")
         target_cell, _, target_rank = target.partition("@")
-        if target_cell == cell_id and kind in KINDS and target_rank in ("", str(rank)):
+        if (target_cell == cell_id and kind.partition(":")[0] in KINDS
+                and target_rank in ("", str(rank))):
             return kind
     return None
+
+
+class SlowBatches:
+    """A training loader that waits ``delay_s`` before handing out each batch."""
+
+    def __init__(self, loader: Any, delay_s: float) -> None:
+        self.loader, self.delay_s = loader, delay_s
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            time.sleep(self.delay_s)
+            yield batch
+
+
+def slow_down_training_data(cell_id: str, rank: int, datamodule: Any) -> None:
+    """With ``slow-data:<ms>`` asked for this cell, its training loader waits <ms>
+    before each batch."""
+    kind, _, ms = (requested(cell_id, rank) or "").partition(":")
+    if kind == "slow-data":
+        make_loader = datamodule.train_dataloader
+        datamodule.train_dataloader = lambda: SlowBatches(make_loader(), float(ms) / 1000)
 
 
 def inject(cell_id: str, rank: int) -> None:

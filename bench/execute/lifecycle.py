@@ -19,6 +19,7 @@ import torch
 
 from bench.execute import wandb_sink
 from bench.execute.faults import inject as inject_fault
+from bench.execute.faults import slow_down_training_data
 from bench.execute.workload import Workload, build_effective, build_raw, prepare
 from bench.matrix import Cell
 from bench.measure.derive import derive_metrics
@@ -87,7 +88,9 @@ def _guarded(record: Record, run_dir: RunDir, step: Callable[[], T]) -> T | None
 def _prepare(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -> Workload:
     inject_fault(cell.id, current_rank())  # MNIST_BENCH_INJECT_FAULT, else nothing
     run_dir.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
-    return prepare(cell, repeat, options.data_dir, run_dir.peaks)
+    workload = prepare(cell, repeat, options.data_dir, run_dir.peaks, run_dir.cell_dir(cell.id))
+    slow_down_training_data(cell.id, current_rank(), workload.datamodule)
+    return workload
 
 
 def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOptions,

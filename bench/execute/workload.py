@@ -4,7 +4,7 @@ same way. A backend (bench.execute.backends) owns only its training loop."""
 
 from __future__ import annotations
 
-import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,11 @@ import torch
 
 from bench.execute.settings import apply_process_settings, loader_workers
 from bench.matrix import Cell
+from bench.measure.arithmetic import ArithmeticProbe
+from bench.measure.compile import CompileMeter
 from bench.measure.env import device_name, version
 from bench.measure.flops import flops_per_training_sample
+from bench.measure.trace import StepTrace, profile_steps
 from bench.record import RankRaw, Raw
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel, MnistNet
@@ -35,14 +38,15 @@ class Workload:
     datamodule: MnistDataModule
     settings: dict[str, Any]  # per-process choices, recorded in ``effective``
     peaks_file: Path | None = None  # the run's calibrated CPU peaks (RunDir.peaks)
+    cell_dir: Path | None = None  # cells/<id>/ in the run directory
 
     @property
     def seed(self) -> int:
         return self.cell.seed + self.repeat
 
 
-def prepare(cell: Cell, repeat: int, data_dir: str | None,
-            peaks_file: Path | None = None) -> Workload:
+def prepare(cell: Cell, repeat: int, data_dir: str | None, peaks_file: Path | None = None,
+            cell_dir: Path | None = None) -> Workload:
     """Settings, seed, then the model (its weights depend only on the seed) and data.
     Both backends train ``model.net`` from here, so their first steps are identical."""
     settings = apply_process_settings(cell)
@@ -52,12 +56,37 @@ def prepare(cell: Cell, repeat: int, data_dir: str | None,
         model = model.to(memory_format=torch.channels_last)
     datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader,
                                  num_workers=loader_workers(cell), seed=cell.seed + repeat)
-    return Workload(cell, repeat, model, datamodule, settings, peaks_file)
+    return Workload(cell, repeat, model, datamodule, settings, peaks_file, cell_dir)
 
 
-def compiled(module: torch.nn.Module, cell: Cell) -> Any:
-    """``module`` under ``torch.compile`` in the cell's mode, or itself when not compiling."""
-    return torch.compile(module, mode=cell.compile) if cell.compile != "none" else module
+ARITHMETIC_KEYS = ("param_dtype", "param_dtype_in_forward", "compute_dtype", "autocast")
+
+
+def arithmetic_probe(workload: Workload) -> ArithmeticProbe | None:
+    """A probe of the arithmetic the cell runs (not under torch.compile: its first
+    forward is traced, and a hook there would be traced with it)."""
+    if workload.cell.compile != "none":
+        return None
+    return ArithmeticProbe(workload.model.net, workload.cell.accelerator)
+
+
+def step_trace(workload: Workload, rank: int, device: torch.device) -> StepTrace | None:
+    """``--profile N``: a trace of the first N measured steps, or None."""
+    path = (workload.cell_dir or Path(".")) / f"trace-r{workload.repeat}-rank{rank}.json"
+    return StepTrace.maybe(workload.cell.warmup_steps, path, device)
+
+
+def compile_network(workload: Workload, rank: int) -> CompileMeter | None:
+    """Compile the network itself, in place, in the cell's mode: the same region for
+    Lightning (whose training_step calls it) and the hand-written loops, whatever
+    wraps it later (DDP, FSDP). Each rank of each (cell, repeat) gets an empty
+    inductor cache. None when the cell does not compile."""
+    if workload.cell.compile == "none":
+        return None
+    cells = workload.cell_dir or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
+    meter = CompileMeter.start(cells / f"inductor-r{workload.repeat}-rank{rank}")
+    workload.model.net.compile(mode=workload.cell.compile)
+    return meter
 
 
 @dataclass
@@ -73,16 +102,17 @@ class LoopResult:
     grad_scaler: bool  # fp16 loss scaling: torch's GradScaler or DeepSpeed's own
     outcome: dict[str, Any] = field(default_factory=dict)  # val/test values, accuracy curve
     extra_effective: dict[str, Any] = field(default_factory=dict)
+    arithmetic: dict[str, Any] = field(default_factory=dict)  # bench.measure.arithmetic
 
 
 def build_raw(workload: Workload, result: LoopResult) -> Raw:
     cell = workload.cell
     raw = Raw(ranks=result.ranks, peak_source=result.peak_source,
               flops_per_sample=flops_per_training_sample(MnistNet), **result.outcome)
-    rank0 = result.ranks[0] if result.ranks else None
-    if cell.compile != "none" and rank0 is not None and rank0.warmup_step_s and rank0.step_s:
-        # Compilation happens in the first step: its excess over a steady step.
-        raw.compile_s = max(0.0, rank0.warmup_step_s[0] - statistics.median(rank0.step_s))
+    compiled = [r.compile for r in result.ranks if r.compile]
+    if cell.compile != "none" and compiled:
+        # The slowest rank's compilation: every rank waits for it at the first collective.
+        raw.compile_s = max(c["compile_s"] for c in compiled)
     return raw
 
 
@@ -100,7 +130,11 @@ def build_effective(workload: Workload, result: LoopResult) -> dict[str, Any]:
         "optimizer": type(optimizer).__name__ if optimizer is not None else None,
         "optimizer_kernel": optimizer_kernel(optimizer),
         "grad_scaler": result.grad_scaler,
+        # param_dtype, compute_dtype, autocast: as seen inside the first forward
+        # (None under torch.compile, whose first forward is a trace)
+        **{key: result.arithmetic.get(key) for key in ARITHMETIC_KEYS},
         **workload.settings,
+        "profiled_steps": profile_steps() or None,  # --profile: figures carry its overhead
         "device_name": device_name(cell.accelerator),
         "torch": version("torch"),
         "lightning": version("lightning"),

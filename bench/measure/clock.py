@@ -29,13 +29,10 @@ from typing import Any
 import torch
 
 from bench.measure.memory import memory_peaks
+from bench.metrics import PHASES
 from bench.record import RankRaw
 
-# The phases of a training step, in the order a step goes through them. "rest" is
-# whatever no other phase claims: framework code, logging, communication that is
-# not overlapped with compute.
-PHASES = ("data", "forward", "backward", "optimizer", "rest")
-PAUSED = "paused"
+PAUSED = "paused"  # not a phase of a step: time kept out of the steps
 
 
 def synchronize(device: torch.device) -> None:
@@ -103,6 +100,10 @@ class StepClock:
                      self.device_event() if self.device_event else None)
         self._open.append(mark)
         return mark
+
+    @property
+    def steps_done(self) -> int:
+        return len(self._steps)
 
     def start(self) -> None:
         synchronize(self.device)

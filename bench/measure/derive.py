@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.measure.clock import PHASES
+from bench.metrics import PHASES
 from bench.record import RankRaw, Raw
 
 
@@ -54,7 +54,14 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         slowest = max(ranks, key=lambda r: r.window_s)
         host_steps = [s for r in ranks for s in (r.host_step_s or r.step_s)]
         metrics |= phase_metrics(slowest)
+        by_median = max((len(r.step_s) * float(np.median(r.step_s)) for r in ranks if r.step_s),
+                        default=0.0)
         metrics |= {
+            "samples_per_s_median": samples / by_median if by_median > 0 else None,
+            "window_median_ratio": (slowest.window_s / (len(slowest.step_s)
+                                                        * float(np.median(slowest.step_s)))
+                                    if slowest.step_s and np.median(slowest.step_s) > 0
+                                    else None),
             "host_step_ms_p50": _percentile_ms(host_steps, 50),
             "samples_per_s": per_s,
             "samples_per_s_per_device": per_s / world_size if per_s else None,

@@ -39,6 +39,8 @@ class MeasureCallback(L.Callback):
         self.warmup_steps = warmup_steps
         self.clock: StepClock | None = None
         self.ranks: list[RankRaw] = []
+        self.compile_meter: Any = None  # bench.measure.compile.CompileMeter, if compiling
+        self.trace: Any = None  # bench.measure.trace.StepTrace, under --profile
 
     def mark(self, phase: str) -> None:
         if self.clock is not None:
@@ -54,6 +56,8 @@ class MeasureCallback(L.Callback):
         # Resumed here, not at on_validation_end: Lightning calls ModelCheckpoint's
         # on_validation_end (writing a checkpoint) after every other callback's.
         self.clock.resume()
+        if self.trace is not None:
+            self.trace.at_step(self.clock.steps_done)
         self.clock.mark("forward")
 
     def on_before_zero_grad(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -84,7 +88,12 @@ class MeasureCallback(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.clock is not None
         self.clock.finish()
-        self.ranks = gather(self.clock.rank_raw(trainer.global_rank))
+        if self.trace is not None:
+            self.trace.stop()
+        rank_raw = self.clock.rank_raw(trainer.global_rank)
+        if self.compile_meter is not None:
+            rank_raw.compile = self.compile_meter.result()
+        self.ranks = gather(rank_raw)
 
 
 class DataPhaseProfiler(Profiler):

@@ -133,14 +133,30 @@ def test_raw_loop_and_lightning_single_give_the_same_losses(runs: dict[str, Any]
     assert single["effective"]["strategy"] == "SingleDeviceStrategy"
 
 
+# (variant, the arithmetic both must report: weights kept in, computes in, autocast)
+VARIANTS = {
+    "torchvision loader": (dict(loader="torchvision"), ("float32", "float32", False)),
+    "bf16-mixed": (dict(precision="bf16-mixed"), ("float32", "bfloat16", True)),
+    "bf16-true": (dict(precision="bf16-true"), ("bfloat16", "bfloat16", False)),
+    "channels_last": (dict(channels_last=True), ("float32", "float32", False)),
+}
+
+
 @pytest.mark.slow
-def test_raw_loop_and_lightning_single_agree_with_torchvision_loader(
-        execute_cell: Any, tmp_path: Path) -> None:
-    cell = replace(ADAM, loader="torchvision")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_raw_loop_and_lightning_single_agree_in_each_variant(execute_cell: Any, tmp_path: Path,
+                                                              variant: str) -> None:
+    """The same losses and the same arithmetic, as seen inside the forward pass."""
+    fields, (kept, computes, autocast) = VARIANTS[variant]
+    cell = replace(ADAM, steps=6, warmup_steps=0, **fields)
     raw = in_process(execute_cell, replace(cell, strategy="raw"), tmp_path)
     single = in_process(execute_cell, cell, tmp_path)
-    assert len(losses(raw)) == len(losses(single)) == 20
+    assert len(losses(raw)) == len(losses(single)) == 6
     np.testing.assert_array_almost_equal(losses(single), losses(raw), decimal=5)
+    for record in (raw, single):
+        effective = record["effective"]
+        assert (effective["param_dtype"], effective["compute_dtype"],
+                effective["autocast"]) == (kept, computes, autocast), variant
 
 
 @pytest.mark.slow

@@ -10,7 +10,14 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 
 from bench.execute.backends.accuracy import accuracy_callbacks
-from bench.execute.workload import LOG_EVERY_N_STEPS, LoopResult, Workload, compiled
+from bench.execute.workload import (
+    LOG_EVERY_N_STEPS,
+    LoopResult,
+    Workload,
+    arithmetic_probe,
+    compile_network,
+    step_trace,
+)
 from bench.matrix import Cell
 from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback, gather
 from strategies.registry import trainer_arguments
@@ -48,8 +55,11 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
     csv = CSVLogger(str(cell_dir), name="", version=f"metrics-r{repeat}")
     trainer = build_trainer(cell, cell_dir, callbacks, [csv, *loggers], verbose,
                             profiler=DataPhaseProfiler(measure))
-    fit_model = compiled(workload.model, cell)
-    trainer.fit(fit_model, datamodule=workload.datamodule)
+    measure.compile_meter = compile_network(workload, trainer.global_rank)
+    measure.trace = step_trace(workload, trainer.global_rank, trainer.strategy.root_device)
+    probe = arithmetic_probe(workload)
+    trainer.fit(workload.model, datamodule=workload.datamodule)
+    arithmetic = probe.result(workload.model.net) if probe else {}
 
     ranks = measure.ranks
     for rank_raw, rank_peak in zip(ranks, gather(peak.peak_tflops), strict=True):
@@ -58,7 +68,7 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
                if key in trainer.callback_metrics}  # the in-fit validation's
     if target is not None:
         outcome |= target.result()
-        results = trainer.test(fit_model, datamodule=workload.datamodule, verbose=verbose)
+        results = trainer.test(workload.model, datamodule=workload.datamodule, verbose=verbose)
         outcome |= {key: float(value) for key, value in (results[0] if results else {}).items()}
     extra: dict[str, Any] = {}
     if hasattr(trainer.strategy, "config") and isinstance(trainer.strategy.config, dict):
@@ -68,4 +78,4 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
         world_size=trainer.world_size, strategy=type(trainer.strategy).__name__,
         optimizer=trainer.optimizers[0] if trainer.optimizers else None,
         grad_scaler=getattr(trainer.precision_plugin, "scaler", None) is not None,
-        outcome=outcome, extra_effective=extra)
+        outcome=outcome, extra_effective=extra, arithmetic=arithmetic)

@@ -15,7 +15,14 @@ from torch import nn
 
 from bench.execute.backends.engines import make_engine
 from bench.execute.launch import Ranks, start_ranks
-from bench.execute.workload import LOG_EVERY_N_STEPS, LoopResult, Workload, compiled
+from bench.execute.workload import (
+    LOG_EVERY_N_STEPS,
+    LoopResult,
+    Workload,
+    arithmetic_probe,
+    compile_network,
+    step_trace,
+)
 from bench.measure.clock import StepClock
 from bench.measure.hooks import gather
 from bench.measure.memory import reset_memory_peaks
@@ -26,6 +33,7 @@ from bench.measure.model_state import (
     parameter_bytes,
 )
 from bench.measure.peaks import device_peak_tflops
+from bench.measure.trace import StepTrace
 from strategies.registry import strategy_spec
 
 
@@ -91,33 +99,23 @@ def run(workload: Workload) -> LoopResult:
     return result
 
 
-def _train(workload: Workload, ranks: Ranks) -> LoopResult:
-    cell, device = workload.cell, ranks.device
-    engine = make_engine(cell, workload.model.net.to(device), device)
-    step_module = compiled(engine.module, cell)
-    data = workload.datamodule
-    data.rank, data.world_size = ranks.rank, ranks.world_size
-    data.device = device if cell.loader == "device" else torch.device("cpu")
-    data.prepare_data()
-    data.setup("fit")
-
-    peak, peak_source = device_peak_tflops(
-        device, cell.precision, workload.peaks_file,
-        ranks_here=int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)), rank=ranks.rank,
-        barrier=torch.distributed.barrier if ranks.world_size > 1 else lambda: None)
-    reset_memory_peaks(device)
-    clock = StepClock(cell.warmup_steps, device)
+def _train_steps(engine: Any, loader: Any, total: int, clock: StepClock,
+                 trace: StepTrace | None, device: torch.device) -> dict[str, int | None]:
+    """``total`` training steps, each phase marked on the clock as Lightning's hooks mark
+    them (bench.measure.hooks); what the last step held after its backward."""
+    held: dict[str, int | None] = {}
+    batch_iterator = batches(loader, total)
     clock.start()
-    total, held = cell.warmup_steps + cell.steps, {}
-    batch_iterator = batches(data.train_dataloader(), total)
-    for index in range(total):  # the phases as Lightning's hooks mark them (measure.hooks)
+    for index in range(total):
+        if trace is not None:
+            trace.at_step(index)
         clock.mark("data")
         images, labels = next(batch_iterator)
         images = images.to(device, engine.input_dtype, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         clock.mark("forward")
         with autocast_for(engine.autocast, device):
-            loss = nn.functional.cross_entropy(step_module(images), labels)
+            loss = nn.functional.cross_entropy(engine.module(images), labels)
         clock.mark("optimizer")
         engine.zero_grad()
         clock.mark("backward")
@@ -132,9 +130,35 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
             loss.item()  # Lightning's logger reads the loss to the host at this cadence
         clock.step_done(loss, len(labels))
     clock.finish()
+    if trace is not None:
+        trace.stop()
+    return held
+
+
+def _train(workload: Workload, ranks: Ranks) -> LoopResult:
+    cell, device = workload.cell, ranks.device
+    probe = arithmetic_probe(workload)
+    compile_meter = compile_network(workload, ranks.rank)
+    engine = make_engine(cell, workload.model.net.to(device), device)
+    data = workload.datamodule
+    data.rank, data.world_size = ranks.rank, ranks.world_size
+    data.device = device if cell.loader == "device" else torch.device("cpu")
+    data.prepare_data()
+    data.setup("fit")
+
+    peak, peak_source = device_peak_tflops(
+        device, cell.precision, workload.peaks_file,
+        ranks_here=int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)), rank=ranks.rank,
+        barrier=torch.distributed.barrier if ranks.world_size > 1 else lambda: None)
+    reset_memory_peaks(device)
+    clock = StepClock(cell.warmup_steps, device)
+    trace = step_trace(workload, ranks.rank, device)
+    held = _train_steps(engine, data.train_dataloader(), cell.warmup_steps + cell.steps,
+                        clock, trace, device)
 
     rank_raw = clock.rank_raw(ranks.rank)
     rank_raw.peak_tflops = peak
+    rank_raw.compile = compile_meter.result() if compile_meter else None
     rank_raw.model_state_bytes = held | {
         "optimizer_state": optimizer_state_bytes(engine.optimizer),
         "master_params": master_parameter_bytes(engine.optimizer)}
@@ -145,4 +169,5 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         world_size=ranks.world_size, strategy=engine.name,
         # DeepSpeed's ZeRO optimizer wraps the torch one as .optimizer; report that one.
         optimizer=getattr(engine.optimizer, "optimizer", engine.optimizer),
-        grad_scaler=engine.grad_scaler, outcome=outcome)
+        grad_scaler=engine.grad_scaler, outcome=outcome,
+        arithmetic=probe.result(workload.model.net) if probe else {})

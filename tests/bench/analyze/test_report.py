@@ -15,6 +15,7 @@ from bench import report as report_cli
 from bench.analyze import load, plots, tables
 from bench.analyze import report as report_writer
 from bench.analyze import summary as summaries
+from bench.metrics import PHASES
 from bench.metrics import STORED_NAMES as METRIC_NAMES
 from bench.record import validate
 
@@ -37,7 +38,10 @@ def make_record(strategy: str = "single", devices: int = 1, precision: str = "32
     if ran:
         values.update(samples_per_s=sps, samples_per_s_per_device=sps / devices,
                       step_ms_p50=step_s * 1000, data_wait_frac=0.02, mfu=0.015,
-                      peak_source="calibrated", peak_rss_mb=1000.0 + 10 * devices)
+                      peak_source="calibrated", peak_rss_mb=1000.0 + 10 * devices,
+                      window_median_ratio=1.0,
+                      **{f"step_{p}_ms": step_s * 1000 * share for p, share in zip(
+                          PHASES, (0.02, 0.3, 0.5, 0.15, 0.03), strict=True)})
     values.update(metrics)
     ranks = [{"rank": r, "samples": 8 * batch_size, "window_s": 8 * step_s,
               "step_s": [step_s] * 8, "data_wait_s": [0.0] * 8, "warmup_step_s": [step_s * 3] * 2,
@@ -49,7 +53,9 @@ def make_record(strategy: str = "single", devices: int = 1, precision: str = "32
                             {"step": 8, "time_s": 2.0, "val_acc": 0.985, "val_loss": 0.1}]
     record = {"schema": 1, "run_id": "run-a", "cell_id": cell_id, "cell": cell, "repeat": repeat,
               "seed": repeat, "status": status, "reason": reason,
-              "effective": {"world_size": devices if ran else None, "precision": precision},
+              "effective": {"world_size": devices if ran else None, "precision": precision,
+                            "param_dtype": "float32", "compute_dtype": "float32",
+                            "autocast": False, "grad_scaler": False},
               "raw": raw, "metrics": values,
               "env_key": {"hostname": "box", "device": "cpu", "torch": "2.5.1",
                           "lightning": "2.4.0"},
@@ -169,7 +175,7 @@ def test_write_report_writes_everything(run_dir: Path) -> None:
         assert (run_dir / name).stat().st_size > 0, name
     has_pyarrow = importlib.util.find_spec("pyarrow") is not None
     assert (run_dir / "records.parquet").exists() == has_pyarrow
-    for png in ("throughput", "scaling", "mfu", "loss", "val_accuracy"):
+    for png in ("throughput", "scaling", "mfu", "time_breakdown", "loss", "val_accuracy"):
         assert (run_dir / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG", png
     md = (run_dir / "report.md").read_text()
     assert "CUDA is not available on this machine" in md
@@ -187,10 +193,11 @@ def test_html_and_markdown_carry_the_same_tables(run_dir: Path) -> None:
     md = (run_dir / "report.md").read_text()
     page = (run_dir / "report.html").read_text()
     sections = [line[3:] for line in md.splitlines() if line.startswith("## ")]
-    assert sections == ["Results", "Fastest cells", "Not run (3)", "Plots"]
+    assert sections == ["Results", "Fastest cells", "Where the time goes",
+                        "What each cell computed", "Not run (3)", "Plots"]
     for title in sections:
         assert f"<h2>{title}</h2>" in page
-    assert page.count("<table") == md.count("\n| ---") == 3
+    assert page.count("<table") == md.count("\n| ---") == 5
     for cell_id in (BASE, DDP4, FAILED, SKIPPED):
         assert cell_id in md and cell_id in page
 
@@ -215,5 +222,6 @@ def test_plots_panel_per_accelerator(tmp_path: Path) -> None:
                make_record("ddp", 2, accelerator="cuda", sps=9000)]
     df = load.load_records(write_run(tmp_path / "r", records))
     made = plots.make_plots(df, summaries.summarize(df), tmp_path / "plots")
-    assert {p.name for p in made} == {"throughput.png", "scaling.png", "mfu.png", "loss.png"}
+    assert {p.name for p in made} == {"throughput.png", "scaling.png", "mfu.png", "loss.png",
+                                      "time_breakdown.png"}
     assert plots.plot_scaling(summaries.summarize(df.iloc[:1]), tmp_path / "none") is None

@@ -9,8 +9,9 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from bench.measure.clock import PHASES, StepClock
+from bench.measure.clock import StepClock
 from bench.measure.derive import derive_metrics
+from bench.metrics import PHASES
 from bench.record import RankRaw, Raw
 
 CPU = torch.device("cpu")
