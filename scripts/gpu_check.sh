@@ -14,8 +14,10 @@
 # 4. The gpu-check matrix (raw/single x 4 precisions; ddp, fsdp, DeepSpeed ZeRO 1/2/3 and
 #    both offloads; compile default and reduce-overhead; the tutorial's defaults; one
 #    time-to-98%-accuracy cell), copied to results/reference/<gpu-name>/.
-# Exit status 0 only when the preflight passed and every record is ok; otherwise 1, with
-# every record that is not ok listed with its reason.
+# 5. The device clock: CUDA cells' steps were timed by CUDA events, their phases add
+#    up to each step, and the event-timed window agrees with the host's.
+# Exit status 0 only when the preflight passed, every record is ok and the clocks agree;
+# otherwise 1, with every record that is not ok listed with its reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -112,5 +114,36 @@ for r in bad:
     print(f"NOT OK  {r['cell_id']} (repeat {r['repeat']}): {r['status']}: {reason}")
 print(f"{len(records) - len(bad)} of {len(records)} records ok")
 sys.exit(1 if bad else 0)
+EOF
+echo "== the device clock (CUDA events) against the host's"
+python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+import json
+import sys
+
+problems = 0
+for r in (json.loads(line) for line in open(sys.argv[1])):
+    if r["status"] != "ok" or r["cell"]["accelerator"] != "cuda":
+        continue
+    for rank in r["raw"]["ranks"]:
+        where = f"{r['cell_id']} rank {rank['rank']}"
+        host, device = rank.get("host_step_s"), rank["step_s"]
+        if not host:  # steps timed by CUDA events keep the host's apart
+            print(f"NO EVENTS  {where}: steps were not timed by CUDA events")
+            problems += 1
+            continue
+        phases = rank.get("phase_s") or {}
+        for i, step in enumerate(device):
+            parts = sum(values[i] for values in phases.values())
+            if abs(parts - step) > 0.02 * step:
+                print(f"PHASES  {where} step {i}: {parts:.4f} s of phases, step {step:.4f} s")
+                problems += 1
+        # Both clocks are synchronised at the window's edges and at each pause, so
+        # their windows agree; the steps inside differ (the host runs ahead).
+        ratio = sum(host) / max(sum(device), 1e-9)
+        if not 0.8 < ratio < 1.25:
+            print(f"WINDOWS  {where}: host {sum(host):.3f} s, device {sum(device):.3f} s")
+            problems += 1
+print("device and host clocks agree" if not problems else f"{problems} clock problem(s)")
+sys.exit(1 if problems else 0)
 EOF
 exit "$failed"
