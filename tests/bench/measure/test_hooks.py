@@ -16,7 +16,7 @@ import torch
 
 from bench.measure.clock import StepClock
 from bench.measure.derive import derive_metrics
-from bench.measure.hooks import MeasureCallback, PeakCallback
+from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback
 from bench.record import Raw
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel
@@ -82,8 +82,9 @@ def test_lightning_run_excludes_slow_first_step_and_validation(data_dir: Path,
 # -- what the measuring costs (run on request: BENCH_HARNESS_COST=1) ------------------------
 
 class WindowEdges(L.Callback):
-    """Wall time from the end of the warm-up to the end of training: the only thing
-    the plain run carries, so both runs are timed the same way."""
+    """Wall time from the end of the warm-up to the end of the last step: the only
+    thing the plain run carries, so both runs are timed the same way; in the measured
+    run, a clock outside the harness's."""
 
     def __init__(self, warmup_steps: int) -> None:
         self.warmup_steps = warmup_steps
@@ -93,14 +94,14 @@ class WindowEdges(L.Callback):
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.warmup_steps:
             self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.end = time.perf_counter()
 
 
-def timed_fit(data_dir: Path, root: Path, measured: bool, steps: int, warmup: int) -> float:
+def timed_fit(data_dir: Path, root: Path, measured: bool, steps: int, warmup: int
+              ) -> tuple[float, float | None]:
     """One fit of the harness-cost cell, with the harness's callbacks and logger (as
-    the Lightning backend builds them) or with none; the seconds of its steady window."""
+    the Lightning backend builds them) or with none: the seconds of its steady window
+    by an outside callback, and by the harness (None unmeasured)."""
     from lightning.pytorch.loggers import CSVLogger
 
     from bench.execute.backends.lightning import build_trainer
@@ -114,12 +115,14 @@ def timed_fit(data_dir: Path, root: Path, measured: bool, steps: int, warmup: in
     edges = WindowEdges(warmup)
     callbacks: list[L.Callback] = [edges]
     loggers: list[Any] = []
+    measure = MeasureCallback(warmup)
     if measured:
-        callbacks = [MeasureCallback(warmup), PeakCallback(cell.precision), edges]
+        callbacks = [measure, PeakCallback(cell.precision), edges]
         loggers = [CSVLogger(str(root), name="", version="metrics")]
-    trainer = build_trainer(cell, root, callbacks, loggers, verbose=False)
+    trainer = build_trainer(cell, root, callbacks, loggers, verbose=False,
+                            profiler=DataPhaseProfiler(measure) if measured else None)
     trainer.fit(model, datamodule=data)
-    return edges.end - edges.start
+    return edges.end - edges.start, measure.ranks[0].window_s if measured else None
 
 
 @pytest.mark.slow
@@ -130,17 +133,23 @@ def test_harness_cost(data_dir: Path, tmp_path: Path) -> None:
     repeats = int(os.environ.get("BENCH_HARNESS_REPEATS", "3"))
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     times: dict[bool, list[float]] = {True: [], False: []}
+    claimed: list[tuple[float, float]] = []
     for i in range(repeats):
         for measured in (False, True):  # interleaved, so drifting load hits both
-            times[measured].append(
-                timed_fit(data_dir, tmp_path / f"{i}-{measured}", measured, steps, 5))
+            outside, window = timed_fit(data_dir, tmp_path / f"{i}-{measured}", measured,
+                                        steps, 5)
+            times[measured].append(outside)
+            if window is not None:
+                claimed.append((window, outside))
     plain, harness = statistics.median(times[False]), statistics.median(times[True])
     print(f"\nharness cost over {steps} steps, median of {repeats}: plain {plain:.3f} s, "
           f"measured {harness:.3f} s, difference {100 * (harness / plain - 1):+.2f} %"
           f"\n  plain    {[round(t, 3) for t in times[False]]}"
           f"\n  measured {[round(t, 3) for t in times[True]]}"
           f"\n  the clock's own calls: {clock_call_cost_us():.1f} us per step")
-    assert plain > 0 and harness > 0
+    # The harness's own window, against the outside callback's clock over the same steps.
+    for window, outside in claimed:
+        assert window == pytest.approx(outside, rel=0.03)
 
 
 def clock_call_cost_us(n: int = 20_000) -> float:
