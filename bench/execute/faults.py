@@ -34,7 +34,9 @@ def requested(cell_id: str, rank: int) -> str | None:
 
 
 class SlowBatches:
-    """A training loader that waits ``delay_s`` before handing out each batch."""
+    """A training loader that takes ``delay_s`` longer to hand out each batch. It works
+    the time away, as a decoding loader would, rather than sleeping: a sleeping
+    thread wakes late on a busy machine, and the delay would not be the one asked."""
 
     def __init__(self, loader: Any, delay_s: float) -> None:
         self.loader, self.delay_s = loader, delay_s
@@ -44,7 +46,9 @@ class SlowBatches:
 
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
-            time.sleep(self.delay_s)
+            until = time.perf_counter() + self.delay_s
+            while time.perf_counter() < until:
+                pass
             yield batch
 
 

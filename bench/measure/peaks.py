@@ -70,7 +70,7 @@ def table_peak_tflops(device_name: str, dtype: torch.dtype, tf32: bool) -> tuple
     return peak, f"table:{key}:{dtype_key}"
 
 
-def calibrate_cpu_tflops(dtype: torch.dtype, size: int = 2048, seconds: float = 0.25,
+def calibrate_cpu_tflops(dtype: torch.dtype, size: int = 2048, seconds: float = 0.2,
                         repeats: int = 5) -> float:
     """The median of ``repeats`` timings (each at least ``seconds``) of a square matmul
     in ``dtype`` on this process's threads, after a warm-up: what this CPU does for
