@@ -57,10 +57,15 @@ class RunPlan:
 
 def make_plan(run_id: str, matrix: Matrix, machine: Machine, wandb_mode: str,
               finished: frozenset[tuple[str, int]] = frozenset()) -> RunPlan:
-    """Every repeat of every cell, minus the (cell id, repeat) pairs already ``finished``."""
+    """Every repeat of every cell, minus the (cell id, repeat) pairs already ``finished``.
+
+    Repeats are interleaved: the first repeat of every cell, then the second, ... A
+    machine drifts over minutes (a neighbour on a VM, clocks, heat); run back to back,
+    one cell's repeats would all land in one phase of it and the next cell's in
+    another, and the drift would read as a difference between the cells."""
     reasons = {cell: why_skipped(cell, machine) for cell in matrix.cells}
-    pending = tuple(PlannedRun(cell, repeat, reasons[cell]) for cell in matrix.cells
-                    for repeat in range(matrix.repeats) if (cell.id, repeat) not in finished)
+    pending = tuple(PlannedRun(cell, repeat, reasons[cell]) for repeat in range(matrix.repeats)
+                    for cell in matrix.cells if (cell.id, repeat) not in finished)
     return RunPlan(run_id, matrix, machine, wandb_mode, pending)
 
 

@@ -36,8 +36,9 @@ def test_resume_keeps_ok_records_and_plans_the_rest(tmp_path: Path) -> None:
     append_record(run_dir.records, Record.new(first, 1, "run-1", Status.FAILED, ENV_KEY, "x"))
     resumed, plan = open_resume(run_dir.path, None, BOX, "disabled")
     assert resumed == run_dir and plan.run_id == "run-1" and plan.matrix == MATRIX
+    # repeats interleaved: every cell's repeat 0, then every cell's repeat 1
     assert [(run.cell, run.repeat) for run in plan.pending] == [
-        (first, 1), (second, 0), (second, 1)]
+        (second, 0), (first, 1), (second, 1)]
     kept = [json.loads(line) for line in run_dir.records.read_text().splitlines()]
     assert [(r["cell_id"], r["repeat"], r["status"]) for r in kept] == [(first.id, 0, "ok")]
     aside = [json.loads(line) for line in run_dir.superseded.read_text().splitlines()]
