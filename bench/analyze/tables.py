@@ -16,7 +16,9 @@ LEGEND = ("n: ok repeats (of all repeats); samples/s: global, median [min-max] o
           "unstable: a repeat's measured window is over 1.10x its steps at the median step "
           "time, or samples/s varies over 10% (std/mean) across repeats")
 
-LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "accelerator")
+LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "accelerator",
+                "control", "precision", "weights kept in", "weights in forward", "computes in",
+                "autocast", "loss scaling")
 
 
 def fmt(value: Any, kind: str = "num") -> str:
