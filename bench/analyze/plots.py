@@ -279,9 +279,9 @@ def plot_time_breakdown(summary: pd.DataFrame, out_dir: Path) -> Path | None:
         ax.barh(range(len(data)), values, left=left, color=PHASE_COLORS[phase], label=phase)
         left += values
     ax.set_yticks(range(len(data)), data["cell_id"], fontsize=7)
-    ax.set(xlabel="ms per measured step (slowest rank, median over repeats)",
-           title="Where the time goes: the phases of a training step")
-    ax.legend(ncols=len(PHASES), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.06))
+    ax.set_xlabel("ms per measured step (slowest rank, median over repeats)")
+    ax.set_title("Where the time goes: the phases of a training step", pad=26)
+    ax.legend(ncols=len(PHASES), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out_dir, "time_breakdown.png")
 
