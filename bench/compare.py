@@ -2,7 +2,7 @@
 slower / within noise (bench.analyze.compare does the work).
 
     python -m bench.compare results/A results/B [--threshold 5] [--force]
-                            [--fail-on-regression] [--markdown]
+                            [--fail-on-regression] [--fail-on-missing] [--markdown]
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from pathlib import Path
 
 from bench.analyze.compare import (
     ALPHA,
+    BROKEN,
+    FIXED,
     compare_runs,
     describe,
     display_table,
     env_mismatch,
 )
 from bench.analyze.load import load_records, records_path
-from bench.analyze.tables import render
+from bench.analyze.tables import render, short_reason
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="minimum throughput change in percent to call (default 5)")
     parser.add_argument("--force", action="store_true", help="compare different hardware")
     parser.add_argument("--fail-on-regression", action="store_true",
-                        help="exit 1 when any cell is slower beyond the threshold")
+                        help="exit 1 when any cell is slower beyond the threshold, or "
+                             "measured in A but failed (or timed out) in B")
+    parser.add_argument("--fail-on-missing", action="store_true",
+                        help="exit 1 when a cell of A has no record in B")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
     for path in (args.a, args.b):
@@ -60,13 +65,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{bullet}cells in {where}: {', '.join(only)}")
     counts = result["verdict"].value_counts()
     print(f"{bullet}" + ", ".join(f"{counts.get(v, 0)} {v}"
-                                  for v in ("faster", "slower", "within noise"))
+                                  for v in ("faster", "slower", "within noise", BROKEN, FIXED))
           + f" (threshold {args.threshold:g}%, Welch t-test p<{ALPHA} with >=2 repeats each)")
+    broken = result[result["verdict"] == BROKEN]
+    for row in broken.to_dict("records"):
+        print(f"{bullet}broken in B: {row['cell_id']} ({row['basis']}): "
+              f"{short_reason(row.get('reason'))}")
     slower = result.loc[result["verdict"] == "slower", "cell_id"]
-    if args.fail_on_regression and len(slower):
-        print(f"regression: {', '.join(slower)}", file=sys.stderr)
-        return 1
-    return 0
+    missing = result.loc[result["present"] == "A only", "cell_id"]
+    failed = False
+    if args.fail_on_regression and (len(slower) or len(broken)):
+        print(f"regression: {', '.join([*slower, *broken['cell_id']])}", file=sys.stderr)
+        failed = True
+    if args.fail_on_missing and len(missing):
+        print(f"missing in B: {', '.join(missing)}", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -47,6 +47,22 @@ def throughput_verdict(a: Any, b: Any, threshold: float = 5.0) -> tuple[str, flo
     return "within noise", change, p, basis
 
 
+# A cell measured in A whose B records are all failed, timeout, oom or interrupted: a
+# regression, as much as a slower one. The reverse is a fix.
+BROKEN, FIXED = "broken", "fixed"
+
+
+def status_verdict(present: str, ok_a: int, ok_b: int) -> str:
+    """The verdict of a cell without a throughput on both sides."""
+    if present != "both":
+        return present
+    if ok_a and not ok_b:
+        return BROKEN
+    if ok_b and not ok_a:
+        return FIXED
+    return "not comparable"
+
+
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd.DataFrame:
     """One row per cell in either run (frames from load_records): medians, B/A ratios, verdict.
 
@@ -75,9 +91,12 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
                 throughput_verdict(sps["a"], sps["b"], threshold))
         else:
             statuses = {n: "/".join(side[n]["status"].unique()) for n in ("a", "b")}
-            row.update(verdict="not comparable" if present == "both" else present,
+            row.update(verdict=status_verdict(present, len(sps["a"]), len(sps["b"])),
                        change_pct=math.nan, p_value=math.nan,
                        basis=f"A: {statuses['a'] or '-'}, B: {statuses['b'] or '-'}")
+            if row["verdict"] == BROKEN:  # why B did not measure: its last reason
+                reasons = side["b"]["reason"].dropna()
+                row["reason"] = str(reasons.iloc[-1]) if len(reasons) else None
         # bench.metrics "unstable": a side not steady enough to act on, shown with the verdict
         row["unstable"] = " and ".join(name.upper() for name in ("a", "b")
                                        if len(ok[name]) and stability(ok[name])["unstable"])

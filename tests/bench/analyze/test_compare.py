@@ -123,3 +123,37 @@ def test_version_mismatch_only_warns(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert compare.main([str(run_a(tmp_path)), str(tmp_path / "nope")]) == 2
     assert "no records.jsonl" in capsys.readouterr().err
+
+
+def failed(rec: dict[str, Any], status: str = "failed", reason: str = "RuntimeError: boom"
+           ) -> dict[str, Any]:
+    rec = rec | {"status": status, "reason": reason,
+                 "metrics": dict.fromkeys(METRIC_NAMES)}
+    validate(rec)
+    return rec
+
+
+def test_a_cell_that_broke_is_a_regression_named_with_its_reason(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ok in A, failed in B: --fail-on-regression fails, naming the cell and why."""
+    a = write(tmp_path / "a", [record("single", 1, "32-true", 100, i) for i in range(2)])
+    b = write(tmp_path / "b", [failed(record("single", 1, "32-true", 100, i)) for i in range(2)])
+    result = compare_runs(load_records(a), load_records(b)).set_index("cell_id")
+    assert result.loc[FAST, "verdict"] == "broken"
+    assert compare.main([str(a), str(b)]) == 0  # reported, not failed, without the flag
+    out = capsys.readouterr().out
+    assert f"broken in B: {FAST}" in out and "RuntimeError: boom" in out
+    assert compare.main([str(a), str(b), "--fail-on-regression"]) == 1
+    assert FAST in capsys.readouterr().err
+    # the other way round it is a fix, and nothing fails
+    assert compare_runs(load_records(b), load_records(a)).set_index("cell_id").loc[
+        FAST, "verdict"] == "fixed"
+    assert compare.main([str(b), str(a), "--fail-on-regression"]) == 0
+
+
+def test_fail_on_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = str(run_a(tmp_path)), str(run_b(tmp_path))
+    assert compare.main([a, b]) == 0
+    assert compare.main([a, b, "--fail-on-missing"]) == 1
+    assert f"missing in B: {GONE}" in capsys.readouterr().err
+    assert compare.main([b, a, "--fail-on-missing"]) == 0  # B may have more cells
