@@ -147,3 +147,34 @@ def display_table(result: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows, columns=None if rows else ["cell", "verdict"])
     return table[[c for c in table.columns if (table[c] != "-").any() or c == "cell"]]
+
+
+def side_by_side(runs: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    """Many runs, one table: per cell, each run's samples/s (median [min-max] over its
+    ok repeats, or its status) and the change of each against the first run."""
+    latest_runs = [(name, latest(df)) for name, df in runs]
+    cells = pd.concat([df for _, df in latest_runs]).drop_duplicates("cell_id")
+    cells = cells.assign(total_devices=cells.get("devices", 1) * cells.get("num_nodes", 1))
+    rows = []
+    for cell in sorted(cells.to_dict("records"), key=sort_key):
+        row: dict[str, Any] = {"cell": cell["cell_id"]}
+        reference = math.nan
+        for index, (name, df) in enumerate(latest_runs):
+            records = df[df["cell_id"] == cell["cell_id"]]
+            values = records.loc[records["status"] == "ok", "samples_per_s"].dropna()
+            if not len(records):
+                row[name] = "-"
+            elif not len(values):
+                row[name] = "/".join(records["status"].unique())
+            else:
+                median = values.median()
+                row[name] = fmt(median) + (f" [{fmt(values.min())}-{fmt(values.max())}]"
+                                           if len(values) > 1 else "")
+                reference = median if index == 0 else reference
+                if index:
+                    row[f"{name} vs A"] = (f"{100 * (median / reference - 1):+.1f}%"
+                                           if reference == reference else "-")
+        rows.append(row)
+    columns = ["cell", *(name for name, _ in runs),
+               *(f"{name} vs A" for name, _ in runs[1:])]
+    return pd.DataFrame(rows).reindex(columns=columns).fillna("-")

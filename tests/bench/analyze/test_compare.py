@@ -91,7 +91,7 @@ def test_main_output_and_missing_cell(tmp_path: Path, capsys: pytest.CaptureFixt
     assert compare.main([str(run_a(tmp_path)), str(run_b(tmp_path) / "records.jsonl")]) == 0
     out = capsys.readouterr().out
     assert "slower" in out and "within noise" in out
-    assert f"cells in A only: {GONE}" in out
+    assert f"cells in A only (not in B): {GONE}" in out
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--markdown"]) == 0
     assert "| cell" in capsys.readouterr().out
 
@@ -157,3 +157,25 @@ def test_fail_on_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert compare.main([a, b, "--fail-on-missing"]) == 1
     assert f"missing in B: {GONE}" in capsys.readouterr().err
     assert compare.main([b, a, "--fail-on-missing"]) == 0  # B may have more cells
+
+
+def test_three_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One table, a column per run (median [min-max]) and the change against the first;
+    the gates apply to every run against the first."""
+    a, b = run_a(tmp_path), run_b(tmp_path)
+    c = write(tmp_path / "c", [
+        *(record("single", 1, "32-true", v, i) for i, v in enumerate((110, 111, 109))),
+        failed(record("ddp", 2, "32-true", 100, 0)),
+    ])
+    assert compare.main([str(a), str(b), str(c)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(FAST))
+    assert "100 [99.0-101]" in row and "90.0 [89.0-91.0]" in row and "110 [109-111]" in row
+    assert "-10.0%" in row and "+10.0%" in row
+    noisy = next(line for line in out.splitlines() if line.startswith(NOISY))
+    assert "failed" in noisy  # C's ddp cell: its status instead of a number
+    assert "C vs A: 1 faster, 0 slower" in out and f"broken in C: {NOISY}" in out
+    assert compare.main([str(a), str(b), str(c), "--fail-on-regression"]) == 1
+    err = capsys.readouterr().err
+    assert f"regression in B: {FAST}" in err and f"regression in C: {NOISY}" in err
+    assert compare.main([str(a)]) == 2
