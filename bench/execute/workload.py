@@ -37,8 +37,10 @@ class Workload:
     model: MnistModel
     datamodule: MnistDataModule
     settings: dict[str, Any]  # per-process choices, recorded in ``effective``
+    # cells/<id>/ in the run directory (a temporary one when prepared outside a run):
+    # where the cell's compile cache and profiler trace go
+    cell_dir: Path
     peaks_file: Path | None = None  # the run's calibrated CPU peaks (RunDir.peaks)
-    cell_dir: Path | None = None  # cells/<id>/ in the run directory
 
     @property
     def seed(self) -> int:
@@ -56,7 +58,8 @@ def prepare(cell: Cell, repeat: int, data_dir: str | None, peaks_file: Path | No
         model = model.to(memory_format=torch.channels_last)
     datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader,
                                  num_workers=loader_workers(cell), seed=cell.seed + repeat)
-    return Workload(cell, repeat, model, datamodule, settings, peaks_file, cell_dir)
+    return Workload(cell, repeat, model, datamodule, settings,
+                    cell_dir or Path(tempfile.mkdtemp(prefix="mnist-bench-")), peaks_file)
 
 
 ARITHMETIC_KEYS = ("param_dtype", "param_dtype_in_forward", "compute_dtype", "autocast")
@@ -72,7 +75,7 @@ def arithmetic_probe(workload: Workload) -> ArithmeticProbe | None:
 
 def step_trace(workload: Workload, rank: int, device: torch.device) -> StepTrace | None:
     """``--profile N``: a trace of the first N measured steps, or None."""
-    path = (workload.cell_dir or Path(".")) / f"trace-r{workload.repeat}-rank{rank}.json"
+    path = workload.cell_dir / f"trace-r{workload.repeat}-rank{rank}.json"
     return StepTrace.maybe(workload.cell.warmup_steps, path, device)
 
 
@@ -83,8 +86,7 @@ def compile_network(workload: Workload, rank: int) -> CompileMeter | None:
     inductor cache. None when the cell does not compile."""
     if workload.cell.compile == "none":
         return None
-    cells = workload.cell_dir or Path(tempfile.mkdtemp(prefix="mnist-bench-"))
-    meter = CompileMeter.start(cells / f"inductor-r{workload.repeat}-rank{rank}")
+    meter = CompileMeter.start(workload.cell_dir / f"inductor-r{workload.repeat}-rank{rank}")
     workload.model.net.compile(mode=workload.cell.compile)
     return meter
 

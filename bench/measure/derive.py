@@ -15,6 +15,11 @@ def _percentile_ms(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q) * 1000) if values else None
 
 
+def _window_at_median_step(rank: RankRaw) -> float:
+    """What the rank's window would be if every step took the median step time."""
+    return len(rank.step_s) * float(np.median(rank.step_s)) if rank.step_s else 0.0
+
+
 def phase_metrics(rank: RankRaw) -> dict[str, float | None]:
     """Mean milliseconds per measured step in each phase (bench.measure.clock.PHASES)."""
     phases = rank.phase_s or {}
@@ -54,14 +59,12 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         slowest = max(ranks, key=lambda r: r.window_s)
         host_steps = [s for r in ranks for s in (r.host_step_s or r.step_s)]
         metrics |= phase_metrics(slowest)
-        by_median = max((len(r.step_s) * float(np.median(r.step_s)) for r in ranks if r.step_s),
-                        default=0.0)
+        by_median = max(map(_window_at_median_step, ranks))
+        slowest_by_median = _window_at_median_step(slowest)
         metrics |= {
             "samples_per_s_median": samples / by_median if by_median > 0 else None,
-            "window_median_ratio": (slowest.window_s / (len(slowest.step_s)
-                                                        * float(np.median(slowest.step_s)))
-                                    if slowest.step_s and np.median(slowest.step_s) > 0
-                                    else None),
+            "window_median_ratio": (slowest.window_s / slowest_by_median
+                                    if slowest_by_median > 0 else None),
             "host_step_ms_p50": _percentile_ms(host_steps, 50),
             "samples_per_s": per_s,
             "samples_per_s_per_device": per_s / world_size if per_s else None,
