@@ -12,6 +12,7 @@ from mnist_core.choices import LOADERS, OPTIMIZER_IMPLS, OPTIMIZERS
 from strategies.registry import accelerator_name, precision_name, strategy_spec
 
 MODES = ("throughput", "accuracy")
+WARMUP_MODES = ("steady", "fixed")  # bench.measure.warmup
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 
@@ -40,7 +41,8 @@ class Cell:
     lr: float = 1e-3
     mode: str = "throughput"
     steps: int = 30
-    warmup_steps: int = 5
+    warmup_steps: int = 5  # at least; "steady": more until the step time is steady
+    warmup: str = "steady"
     target_acc: float = 0.98
     max_epochs: int = 3
     val_every_steps: int = 100
@@ -60,6 +62,7 @@ class Cell:
         except ValueError as error:
             raise MatrixError(str(error)) from error
         for name, valid in (("loader", LOADERS), ("compile", COMPILE_MODES), ("mode", MODES),
+                            ("warmup", WARMUP_MODES),
                             ("matmul_precision", MATMUL_PRECISIONS),
                             ("optimizer", OPTIMIZERS), ("optimizer_impl", OPTIMIZER_IMPLS)):
             if getattr(self, name) not in valid:

@@ -47,12 +47,18 @@ METRICS: tuple[Metric, ...] = (
            derivation="the slowest rank's window / (its measured steps x its median step); "
                       "1.00 when every step took as long, above 1 when some steps were "
                       "slow (warm-up not over, a transient on the machine)"),
+    Metric(name="warmup_steps_taken", unit="steps",
+           derivation="steps warm-up took (bench.measure.warmup: at least the cell's "
+                      "warmup_steps, then until the last 3 are within 10% of their median)"),
+    Metric(name="warmup_steady", unit="", numeric=False,
+           derivation="warm-up ended steady on every rank; false: it hit its bound (4x "
+                      "warmup_steps) first; None: a fixed warm-up"),
     Metric(name="samples_per_s_cv", unit="fraction", display="pct", stored=False,
            derivation="standard deviation / mean of samples_per_s over the ok repeats"),
     Metric(name="unstable", unit="", numeric=False, stored=False,
-           derivation="window_median_ratio above 1.10 in any repeat, or samples_per_s_cv "
-                      "above 10% "
-                      "(pyperf's threshold): the throughput is not steady enough to act on"),
+           derivation="window_median_ratio above 1.10 in any repeat, samples_per_s_cv "
+                      "above 10% (pyperf's threshold), or a warm-up that never became "
+                      "steady: the throughput is not steady enough to act on"),
     Metric(name="samples_per_s_per_device", unit="samples/s", label="/device", better="higher",
            derivation="samples_per_s / world size"),
     Metric(name="speedup", unit="x", label="speedup", display="x", stored=False,

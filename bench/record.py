@@ -56,6 +56,8 @@ class RankRaw:
     window_s: float
     warmup_step_s: list[float] = field(default_factory=list)
     warmup_data_wait_s: list[float] = field(default_factory=list)
+    # Whether warm-up ended steady (bench.measure.warmup); None: a fixed warm-up.
+    warmup_steady: bool | None = None
     loss: list[float | None] = field(default_factory=list)  # warm-up and window, in order
     # bench.measure.clock.PHASES -> seconds per measured step; they add up to step_s.
     phase_s: dict[str, list[float]] | None = None

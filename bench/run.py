@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.execute.wandb_sink import report_run, resolve_mode
-from bench.matrix import MatrixError
+from bench.matrix import WARMUP_MODES, MatrixError
 from bench.measure.trace import PROFILE_VAR
 from bench.orchestrate.plan import (
     DEFAULT_TIMEOUT_S,
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                        ("target-acc", float), ("max-epochs", int), ("val-every-steps", int),
                        ("num-nodes", int)):
         settings.add_argument(f"--{flag}", type=kind, default=None)
+    settings.add_argument(
+        "--warmup", choices=WARMUP_MODES, default=None,
+        help="steady (default): after --warmup-steps, warm up until the last 3 steps are "
+             "within 10%% of their median, at most 4x --warmup-steps; fixed: exactly "
+             "--warmup-steps")
     p.add_argument("--repeats", type=int, default=None, help="runs per cell (seed + repeat)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the cells and skip reasons, build each runnable cell's strategy, "

@@ -99,8 +99,9 @@ def stability(ok: pd.DataFrame) -> dict[str, Any]:
     cv = float(values.std(ddof=1) / values.mean()) if len(values) > 1 else float("nan")
     # The worst repeat's: one repeat with a slow window moves the median of two or three.
     ratio = ok["window_median_ratio"].max() if "window_median_ratio" in ok else float("nan")
+    never_steady = "warmup_steady" in ok and bool((ok["warmup_steady"] == False).any())  # noqa: E712
     unstable = bool((pd.notna(ratio) and ratio > UNSTABLE_WINDOW_MEDIAN_RATIO)
-                    or (pd.notna(cv) and cv > UNSTABLE_REPEAT_CV))
+                    or (pd.notna(cv) and cv > UNSTABLE_REPEAT_CV) or never_steady)
     return {"samples_per_s_cv": cv, "unstable": unstable if len(values) else None}
 
 

@@ -14,7 +14,8 @@ LEGEND = ("n: ok repeats (of all repeats); samples/s: global, median [min-max] o
           "scaling: throughput(N devices) / (N x throughput(1 device)); MFU: achieved / peak",
           "peak MB: allocated on CUDA, process RSS on CPU; '-': not measured",
           "unstable: a repeat's measured window is over 1.10x its steps at the median step "
-          "time, or samples/s varies over 10% (std/mean) across repeats")
+          "time, samples/s varies over 10% (std/mean) across repeats, or warm-up never "
+          "became steady")
 
 LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "accelerator",
                 "control", "precision", "weights kept in", "weights in forward", "computes in",

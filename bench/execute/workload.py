@@ -19,6 +19,7 @@ from bench.measure.compile import CompileMeter
 from bench.measure.env import device_name, version
 from bench.measure.flops import flops_per_training_sample
 from bench.measure.trace import StepTrace, profile_steps
+from bench.measure.warmup import WarmupRule
 from bench.record import RankRaw, Raw
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel, MnistNet
@@ -73,10 +74,15 @@ def arithmetic_probe(workload: Workload) -> ArithmeticProbe | None:
     return ArithmeticProbe(workload.model.net, workload.cell.accelerator)
 
 
+def warmup_rule(cell: Cell) -> WarmupRule:
+    """When the cell's warm-up ends (bench.measure.warmup), for every backend."""
+    return WarmupRule.for_cell(cell.warmup_steps, cell.warmup, cell.mode)
+
+
 def step_trace(workload: Workload, rank: int, device: torch.device) -> StepTrace | None:
     """``--profile N``: a trace of the first N measured steps, or None."""
     path = workload.cell_dir / f"trace-r{workload.repeat}-rank{rank}.json"
-    return StepTrace.maybe(workload.cell.warmup_steps, path, device)
+    return StepTrace.maybe(path, device)
 
 
 def compile_network(workload: Workload, rank: int) -> CompileMeter | None:

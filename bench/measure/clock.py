@@ -17,6 +17,9 @@ On CUDA the stored ``step_s`` and phases are the device's and ``host_step_s``
 keeps the host's. Paused time (validation inside fit) is its own phase and is
 kept out of the steps; the device is synchronised at a pause, so that training
 kernels still queued there are not run inside the excluded validation.
+
+The first steps are warm-up, kept apart from the window; bench.measure.warmup says
+when warm-up ends.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import torch
 
 from bench.measure.memory import memory_peaks
+from bench.measure.warmup import WarmupRule, all_ranks_agree, steady
 from bench.metrics import PHASES
 from bench.record import RankRaw
 
@@ -79,11 +83,17 @@ class StepClock:
     step has been issued, ``pause``/``resume`` around anything that is not training
     (validation), and ``finish`` after the last step."""
 
-    warmup_steps: int
+    warmup: WarmupRule
     device: torch.device
     # How a mark reads the device clock; None: no device clock (CPU). Tests stand in
     # for CUDA events here.
     device_event: Callable[[], Any] | None = None
+    # How the ranks agree that warm-up is over (default: an all-reduce over them).
+    agree: Callable[[bool], bool] | None = None
+    # The steps warm-up took; None while it goes on.
+    warmup_steps: int | None = None
+    warmup_steady: bool | None = None
+    _warmup_host_s: list[float] = field(default_factory=list)
     losses: list[torch.Tensor] = field(default_factory=list)
     first_step_at: float | None = None
     _steps: list[_Step] = field(default_factory=list)
@@ -94,6 +104,10 @@ class StepClock:
     def __post_init__(self) -> None:
         if self.device_event is None and self.device.type == "cuda":
             self.device_event = cuda_event
+        if self.agree is None:
+            self.agree = lambda flag: all_ranks_agree(flag, self.device)
+        if self.warmup.max_steps == 0:
+            self.warmup_steps = 0
 
     def _record(self, phase: str) -> _Mark:
         mark = _Mark(phase, time.perf_counter(),
@@ -104,6 +118,11 @@ class StepClock:
     @property
     def steps_done(self) -> int:
         return len(self._steps)
+
+    @property
+    def measured_steps(self) -> int | None:
+        """Steps done since warm-up ended; None while it goes on."""
+        return None if self.warmup_steps is None else len(self._steps) - self.warmup_steps
 
     def start(self) -> None:
         synchronize(self.device)
@@ -117,14 +136,28 @@ class StepClock:
                 self.first_step_at = mark.host
 
     def step_done(self, loss: torch.Tensor | None, batch_size: int) -> None:
-        if len(self._steps) + 1 == self.warmup_steps:
-            # The host figures' window starts exactly here (the device's by its event).
-            synchronize(self.device)
+        if self.warmup_steps is None:
+            self._end_warmup_if_steady(batch_size)
         closing = self._record("rest")
         self._steps.append(_Step(self._open, batch_size))
         self._open = [closing]  # the next step opens where this one closed
         if loss is not None:
             self.losses.append(loss.detach())
+
+    def _end_warmup_if_steady(self, batch_size: int) -> None:
+        """A warm-up step ends drained (its host time is then its device time, and
+        the window starts with nothing queued); the collective in ``over`` is timed
+        into this warm-up step, and the ranks leave it together into the window."""
+        synchronize(self.device)
+        now = _Mark("rest", time.perf_counter())
+        self._warmup_host_s.append(sum(_Step([*self._open, now], batch_size)
+                                       .phases(False).values()))
+        assert self.agree is not None
+        if self.warmup.over(self._warmup_host_s, self.agree):
+            self.warmup_steps = len(self._steps) + 1
+            if self.warmup.adaptive:  # ended before its bound: the ranks agreed it was
+                self.warmup_steady = (self.warmup_steps < self.warmup.max_steps
+                                      or steady(self._warmup_host_s))
 
     def pause(self) -> None:
         if not self._paused:  # a second pause does not restart the paused interval
@@ -153,7 +186,7 @@ class StepClock:
 
     def rank_raw(self, rank: int) -> RankRaw:
         """This rank's raw values: warm-up steps apart from the measured window."""
-        w = self.warmup_steps
+        w = len(self._steps) if self.warmup_steps is None else self.warmup_steps
         on_device = self.device_event is not None
         phases = [step.phases(on_device) for step in self._steps]
         step_s = [sum(p.values()) for p in phases]
@@ -163,6 +196,7 @@ class StepClock:
             rank=rank,
             warmup_step_s=step_s[:w],
             warmup_data_wait_s=[p["data"] for p in phases[:w]],
+            warmup_steady=self.warmup_steady,
             step_s=step_s[w:],
             data_wait_s=[p["data"] for p in phases[w:]],
             phase_s={name: [p[name] for p in phases[w:]] for name in PHASES},

@@ -61,7 +61,10 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         metrics |= phase_metrics(slowest)
         by_median = max(map(_window_at_median_step, ranks))
         slowest_by_median = _window_at_median_step(slowest)
+        steadiness = [r.warmup_steady for r in ranks]
         metrics |= {
+            "warmup_steps_taken": max(len(r.warmup_step_s) for r in ranks),
+            "warmup_steady": None if None in steadiness else all(steadiness),
             "samples_per_s_median": samples / by_median if by_median > 0 else None,
             "window_median_ratio": (slowest.window_s / slowest_by_median
                                     if slowest_by_median > 0 else None),

@@ -13,6 +13,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from bench.measure.clock import StepClock
 from bench.measure.memory import reset_memory_peaks
 from bench.measure.peaks import device_peak_tflops
+from bench.measure.warmup import WarmupRule
 from bench.record import RankRaw
 
 
@@ -33,10 +34,11 @@ class MeasureCallback(L.Callback):
     :class:`DataPhaseProfiler`), ``on_train_batch_start`` (forward: the whole
     ``training_step``), ``on_before_zero_grad`` (optimizer), ``on_before_backward``,
     ``on_after_backward`` (rest), ``on_before_optimizer_step``, and
-    ``on_train_batch_end`` closes the step."""
+    ``on_train_batch_end`` closes the step; once ``steps`` steps have been measured
+    after warm-up, it stops training (None: training stops by itself)."""
 
-    def __init__(self, warmup_steps: int) -> None:
-        self.warmup_steps = warmup_steps
+    def __init__(self, warmup: WarmupRule, steps: int | None = None) -> None:
+        self.warmup, self.steps = warmup, steps
         self.clock: StepClock | None = None
         self.ranks: list[RankRaw] = []
         self.compile_meter: Any = None  # bench.measure.compile.CompileMeter, if compiling
@@ -47,7 +49,7 @@ class MeasureCallback(L.Callback):
             self.clock.mark(phase)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.clock = StepClock(self.warmup_steps, trainer.strategy.root_device)
+        self.clock = StepClock(self.warmup, trainer.strategy.root_device)
         self.clock.start()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -57,7 +59,7 @@ class MeasureCallback(L.Callback):
         # on_validation_end (writing a checkpoint) after every other callback's.
         self.clock.resume()
         if self.trace is not None:
-            self.trace.at_step(self.clock.steps_done)
+            self.trace.at_step(self.clock.measured_steps)
         self.clock.mark("forward")
 
     def on_before_zero_grad(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -80,6 +82,8 @@ class MeasureCallback(L.Callback):
         assert self.clock is not None
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.clock.step_done(loss, len(batch[1]))
+        if self.steps is not None and self.clock.measured_steps == self.steps:
+            trainer.should_stop = True
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.clock is not None and validating_inside_fit(trainer):

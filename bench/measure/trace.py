@@ -27,13 +27,13 @@ def profile_steps() -> int:
 
 
 class StepTrace:
-    """Call ``at_step(index)`` as each step begins (0-based, warm-up included) and
-    ``stop`` after the last."""
+    """Call ``at_step(index)`` as each step begins (the index among the measured steps,
+    0-based; None during warm-up) and ``stop`` after the last."""
 
-    def __init__(self, steps: int, first_step: int, path: Path, device: torch.device) -> None:
+    def __init__(self, steps: int, path: Path, device: torch.device) -> None:
         import torch  # here: bench.run reads PROFILE_VAR from this module without torch
 
-        self.steps, self.first_step, self.path = steps, first_step, path
+        self.steps, self.path = steps, path
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -41,16 +41,16 @@ class StepTrace:
         self._running = False
 
     @classmethod
-    def maybe(cls, first_step: int, path: Path, device: torch.device) -> StepTrace | None:
+    def maybe(cls, path: Path, device: torch.device) -> StepTrace | None:
         steps = profile_steps()
-        return cls(steps, first_step, path, device) if steps else None
+        return cls(steps, path, device) if steps else None
 
-    def at_step(self, index: int) -> None:
+    def at_step(self, index: int | None) -> None:
         """Start as the measured steps begin; stop and write after ``steps`` of them."""
-        if index == self.first_step and not self._running:
+        if index == 0 and not self._running:
             self._profiler.start()
             self._running = True
-        elif self._running and index == self.first_step + self.steps:
+        elif self._running and index == self.steps:
             self.stop()
 
     def stop(self) -> None:

@@ -17,8 +17,8 @@ from strategies.registry import Machine, why_skipped
 AXIS_FLAGS = {"accelerators": "accelerator", "devices": "devices", "strategies": "strategy",
               "precisions": "precision", "batch_sizes": "batch_size", "loaders": "loader",
               "compile": "compile", "optimizer_impls": "optimizer_impl", "modes": "mode"}
-SETTING_FLAGS = ("steps", "warmup_steps", "seed", "target_acc", "max_epochs", "val_every_steps",
-                 "num_nodes")
+SETTING_FLAGS = ("steps", "warmup_steps", "warmup", "seed", "target_acc", "max_epochs",
+                 "val_every_steps", "num_nodes")
 DEFAULT_TIMEOUT_S = {"throughput": 900.0, "accuracy": 3600.0}
 
 

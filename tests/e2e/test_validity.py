@@ -82,7 +82,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 # The runs: every check below reads them. The 2-process DDP cells run in children,
 # side by side, while the one-process cells run in this process.
 ADAM = Cell(strategy="single", precision="32-true", batch_size=2 * B, loader="tensor",
-            optimizer="adam", optimizer_impl="fused", steps=18, warmup_steps=2, seed=0)
+            optimizer="adam", optimizer_impl="fused", steps=18, warmup_steps=2, warmup="fixed",
+            seed=0)  # a fixed warm-up: every run here trains exactly as many steps
 SGD = replace(ADAM, optimizer="sgd", optimizer_impl="default", lr=SGD_LR, steps=5,
               warmup_steps=0)
 DDP = dict(strategy="ddp", devices=2, batch_size=B)  # B per rank: the same global batch

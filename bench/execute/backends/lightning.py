@@ -17,6 +17,7 @@ from bench.execute.workload import (
     arithmetic_probe,
     compile_network,
     step_trace,
+    warmup_rule,
 )
 from bench.matrix import Cell
 from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback, gather
@@ -25,17 +26,21 @@ from strategies.registry import trainer_arguments
 
 def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], loggers: list[Any],
                   verbose: bool, profiler: Any = None) -> L.Trainer:
+    """Throughput cells train up to the longest warm-up plus ``cell.steps``; the
+    MeasureCallback stops training (``trainer.should_stop``) once ``cell.steps`` have
+    been measured."""
     common: dict[str, Any] = dict(
         **trainer_arguments(cell), callbacks=callbacks, logger=loggers, profiler=profiler,
         enable_progress_bar=verbose, enable_model_summary=verbose, num_sanity_val_steps=0,
         default_root_dir=str(cell_dir), log_every_n_steps=LOG_EVERY_N_STEPS, deterministic=False,
     )
     if cell.mode == "throughput":
-        # Fixed steps, then one validation inside fit, after the last step (the clock
-        # pauses for it). Not trainer.validate() after fit: Lightning's teardown has
-        # moved the module to the CPU by then, which ZeRO-3 never moves back, and
-        # under FSDP the root is not rewrapped for it.
-        steps = cell.warmup_steps + cell.steps
+        # One validation inside fit, after the last step (the clock pauses for it):
+        # Lightning validates when should_stop is set, or at val_check_interval when
+        # warm-up took its longest. Not trainer.validate() after fit: Lightning's
+        # teardown has moved the module to the CPU by then, which ZeRO-3 never moves
+        # back, and under FSDP the root is not rewrapped for it.
+        steps = warmup_rule(cell).max_steps + cell.steps
         return L.Trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None,
                          val_check_interval=steps, enable_checkpointing=False, **common)
     return L.Trainer(max_epochs=cell.max_epochs, check_val_every_n_epoch=None,
@@ -44,7 +49,8 @@ def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], logge
 
 def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -> LoopResult:
     cell, repeat = workload.cell, workload.repeat
-    measure = MeasureCallback(cell.warmup_steps)
+    measure = MeasureCallback(warmup_rule(cell),
+                              cell.steps if cell.mode == "throughput" else None)
     peak = PeakCallback(cell.precision, workload.peaks_file)
     callbacks: list[L.Callback] = [measure, peak]
     target = None

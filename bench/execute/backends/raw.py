@@ -22,6 +22,7 @@ from bench.execute.workload import (
     arithmetic_probe,
     compile_network,
     step_trace,
+    warmup_rule,
 )
 from bench.measure.clock import StepClock
 from bench.measure.hooks import gather
@@ -99,16 +100,19 @@ def run(workload: Workload) -> LoopResult:
     return result
 
 
-def _train_steps(engine: Any, loader: Any, total: int, clock: StepClock,
+def _train_steps(engine: Any, loader: Any, steps: int, clock: StepClock,
                  trace: StepTrace | None, device: torch.device) -> dict[str, int | None]:
-    """``total`` training steps, each phase marked on the clock as Lightning's hooks mark
-    them (bench.measure.hooks); what the last step held after its backward."""
+    """Warm-up, then ``steps`` measured training steps, each phase marked on the clock as
+    Lightning's hooks mark them (bench.measure.hooks); what the last step held after
+    its backward."""
     held: dict[str, int | None] = {}
-    batch_iterator = batches(loader, total)
+    batch_iterator = batches(loader, clock.warmup.max_steps + steps)
     clock.start()
-    for index in range(total):
+    index = 0
+    while clock.measured_steps != steps:
+        last = clock.measured_steps == steps - 1
         if trace is not None:
-            trace.at_step(index)
+            trace.at_step(clock.measured_steps)
         clock.mark("data")
         images, labels = next(batch_iterator)
         images = images.to(device, engine.input_dtype, non_blocking=True)
@@ -121,12 +125,13 @@ def _train_steps(engine: Any, loader: Any, total: int, clock: StepClock,
         clock.mark("backward")
         engine.backward(loss)
         clock.mark("rest")
-        if index == total - 1:  # gradients exist only between backward and step
+        if last:  # gradients exist only between backward and step
             held = after_backward(engine)
         clock.mark("optimizer")
         engine.step()
         clock.mark("rest")
-        if (index + 1) % LOG_EVERY_N_STEPS == 0:
+        index += 1
+        if index % LOG_EVERY_N_STEPS == 0:
             loss.item()  # Lightning's logger reads the loss to the host at this cadence
         clock.step_done(loss, len(labels))
     clock.finish()
@@ -151,10 +156,9 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         ranks_here=int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)), rank=ranks.rank,
         barrier=torch.distributed.barrier if ranks.world_size > 1 else lambda: None)
     reset_memory_peaks(device)
-    clock = StepClock(cell.warmup_steps, device)
+    clock = StepClock(warmup_rule(cell), device)
     trace = step_trace(workload, ranks.rank, device)
-    held = _train_steps(engine, data.train_dataloader(), cell.warmup_steps + cell.steps,
-                        clock, trace, device)
+    held = _train_steps(engine, data.train_dataloader(), cell.steps, clock, trace, device)
 
     rank_raw = clock.rank_raw(ranks.rank)
     rank_raw.peak_tflops = peak

@@ -11,6 +11,7 @@ import torch
 
 from bench.measure.clock import StepClock
 from bench.measure.derive import derive_metrics
+from bench.measure.warmup import WarmupRule
 from bench.metrics import PHASES
 from bench.record import RankRaw, Raw
 
@@ -33,7 +34,7 @@ def drive(clock: StepClock, n: int, wait_s: float, compute_s: float, batch: int,
 
 def test_slow_warmup_step_is_kept_out_of_the_steady_state() -> None:
     slow, wait, compute, batch = 0.6, 0.01, 0.04, 32
-    clock = StepClock(warmup_steps=1, device=CPU)
+    clock = StepClock(WarmupRule.fixed(1), CPU)
     clock.start()
     drive(clock, 5, wait, compute, batch, first_extra_s=slow)
     clock.finish()
@@ -60,7 +61,7 @@ def test_slow_warmup_step_is_kept_out_of_the_steady_state() -> None:
 def test_same_steady_state_with_and_without_a_slow_first_step() -> None:
     rates = {}
     for extra in (0.0, 0.5):
-        clock = StepClock(warmup_steps=2, device=CPU)
+        clock = StepClock(WarmupRule.fixed(2), CPU)
         clock.start()
         drive(clock, 6, 0.0, 0.05, 16, first_extra_s=extra)
         clock.finish()
@@ -70,7 +71,7 @@ def test_same_steady_state_with_and_without_a_slow_first_step() -> None:
 
 
 def test_paused_time_is_not_counted() -> None:
-    clock = StepClock(warmup_steps=0, device=CPU)
+    clock = StepClock(WarmupRule.fixed(0), CPU)
     clock.start()
     drive(clock, 2, 0.0, 0.03, 8)
     clock.pause()  # validation runs here
@@ -86,7 +87,7 @@ def test_paused_time_is_not_counted() -> None:
 
 
 def test_a_second_pause_keeps_the_first_one() -> None:
-    clock = StepClock(warmup_steps=0, device=CPU)
+    clock = StepClock(WarmupRule.fixed(0), CPU)
     clock.start()
     drive(clock, 1, 0.0, 0.01, 4)
     clock.pause()
@@ -99,7 +100,7 @@ def test_a_second_pause_keeps_the_first_one() -> None:
 
 
 def test_resume_without_pause_changes_nothing() -> None:
-    clock = StepClock(warmup_steps=0, device=CPU)
+    clock = StepClock(WarmupRule.fixed(0), CPU)
     clock.start()
     clock.resume()
     drive(clock, 1, 0.0, 0.01, 4)
@@ -114,7 +115,7 @@ def test_phases_add_up_to_each_step_and_the_window(monkeypatch: pytest.MonkeyPat
     now = [0.0]
     monkeypatch.setattr(time, "perf_counter", lambda: now[0])
     spent = {"data": 0.012, "forward": 0.006, "backward": 0.010}
-    clock = StepClock(warmup_steps=1, device=CPU)
+    clock = StepClock(WarmupRule.fixed(1), CPU)
     clock.start()
     for _ in range(4):
         now[0] += 0.002  # rest, before the fetch
@@ -160,7 +161,7 @@ def test_on_cuda_steps_are_timed_by_device_events_and_the_host_kept_apart(
     syncs: list[str] = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append("sync"))
     monkeypatch.setattr("bench.measure.clock.memory_peaks", lambda device: {})
-    clock = StepClock(warmup_steps=1, device=torch.device("cuda", 0),
+    clock = StepClock(WarmupRule.fixed(1), torch.device("cuda", 0),
                       device_event=StandInEvent)
     clock.start()
     for _ in range(3):
@@ -183,7 +184,7 @@ def test_on_cuda_steps_are_timed_by_device_events_and_the_host_kept_apart(
 
 
 def test_empty_clock_records_nothing() -> None:
-    clock = StepClock(warmup_steps=3, device=CPU)
+    clock = StepClock(WarmupRule.fixed(3), CPU)
     clock.start()
     clock.finish()
     rank = asdict(clock.rank_raw(0))

@@ -17,6 +17,7 @@ import torch
 from bench.measure.clock import StepClock
 from bench.measure.derive import derive_metrics
 from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback
+from bench.measure.warmup import WarmupRule
 from bench.record import Raw
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel
@@ -58,7 +59,7 @@ def test_lightning_run_excludes_slow_first_step_and_validation(data_dir: Path,
     L.seed_everything(0, verbose=False)
     model = MnistModel(optimizer="sgd")
     data = MnistDataModule(data_dir, batch, "tensor", eval_batch_size=8)
-    measure, sleeps = MeasureCallback(warmup_steps=1), Sleeps(slow, val_sleep)
+    measure, sleeps = MeasureCallback(WarmupRule.fixed(1)), Sleeps(slow, val_sleep)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=1 + steps, max_epochs=-1,
         callbacks=[measure, sleeps], logger=False, enable_checkpointing=False,
@@ -108,14 +109,14 @@ def timed_fit(data_dir: Path, root: Path, measured: bool, steps: int, warmup: in
     from bench.matrix import Cell
 
     cell = Cell(strategy="single", precision="32-true", batch_size=64, loader="tensor",
-                optimizer_impl="fused", steps=steps, warmup_steps=warmup)
+                optimizer_impl="fused", steps=steps, warmup_steps=warmup, warmup="fixed")
     L.seed_everything(0, verbose=False)
     model = MnistModel(optimizer_impl="fused")
     data = MnistDataModule(data_dir, cell.batch_size, cell.loader)
     edges = WindowEdges(warmup)
     callbacks: list[L.Callback] = [edges]
     loggers: list[Any] = []
-    measure = MeasureCallback(warmup)
+    measure = MeasureCallback(WarmupRule.fixed(warmup))
     if measured:
         callbacks = [measure, PeakCallback(cell.precision), edges]
         loggers = [CSVLogger(str(root), name="", version="metrics")]
@@ -155,7 +156,7 @@ def test_harness_cost(data_dir: Path, tmp_path: Path) -> None:
 def clock_call_cost_us(n: int = 20_000) -> float:
     """What StepClock's per-step calls cost by themselves (seven marks + step_done)."""
     loss = torch.tensor(1.0)
-    clock = StepClock(warmup_steps=0, device=CPU)
+    clock = StepClock(WarmupRule.fixed(0), CPU)
     clock.start()
     start = time.perf_counter()
     for _ in range(n):
