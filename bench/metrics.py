@@ -59,6 +59,9 @@ METRICS: tuple[Metric, ...] = (
            derivation="window_median_ratio above 1.10 in any repeat, samples_per_s_cv "
                       "above 10% (pyperf's threshold), or a warm-up that never became "
                       "steady: the throughput is not steady enough to act on"),
+    Metric(name="busy", unit="", numeric=False, stored=False,
+           derivation="a repeat ran while processes outside the cell used over 10% of the "
+                      "CPUs, or the hypervisor stole over 5% (bench.measure.machine_state)"),
     Metric(name="samples_per_s_per_device", unit="samples/s", label="/device", better="higher",
            derivation="samples_per_s / world size"),
     Metric(name="speedup", unit="x", label="speedup", display="x", stored=False,

@@ -122,6 +122,9 @@ class Record:
     raw: Raw = field(default_factory=Raw)
     metrics: dict[str, Any] = field(default_factory=dict)
     wall_s: float | None = None
+    # bench.measure.machine_state: the machine around the cell's training (busy, what
+    # else ran, load, steal, clocks); None in records that did not train or predate it.
+    machine: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
 
     @classmethod

@@ -1,29 +1,33 @@
-"""Line two runs up cell by cell and say faster / slower / within noise.
+"""Line two runs up cell by cell and say faster / slower / within noise /
+inconclusive / broken / fixed.
 
 A throughput change counts only when it is larger than ``--threshold`` percent
-AND, with at least two repeats on each side, Welch's t-test gives p < 0.05:
-a big change in noisy repeats is noise, a significant but tiny one is not worth
-a CI failure. With a single repeat on either side only the threshold decides.
+AND it stands out of the noise: by Welch's t-test over the repeats (p < 0.05), or,
+where the repeats are too few to tell, by a block bootstrap over the per-step
+values (bench.analyze.noise). A significant but tiny change is not worth a CI
+failure; a big change the data cannot separate from noise is "inconclusive", with
+the number of repeats that would decide.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.analyze.identity import NAME_KEYS, VERSION_KEYS
 from bench.analyze.load import latest
+from bench.analyze.noise import ALPHA, repeats_needed, step_interval
 from bench.analyze.summary import sort_key, stability
 from bench.analyze.tables import fmt
 from bench.metrics import COMPARED_METRICS
 
-ALPHA = 0.05
 # Medians over ok repeats, compared as B / A; throughput (the first) also gets a verdict.
 METRICS = COMPARED_METRICS
-HARDWARE_KEYS, VERSION_KEYS = ("hostname", "device"), ("torch", "lightning")
 
 
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,23 +37,48 @@ def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def throughput_verdict(a: Any, b: Any, threshold: float = 5.0) -> tuple[str, float, float, str]:
-    """(verdict, change % of the median B vs A, p-value or NaN, how it was decided)."""
+def throughput_verdict(a: Any, b: Any, threshold: float = 5.0, raws_a: Sequence[Any] = (),
+                       raws_b: Sequence[Any] = ()) -> tuple[str, float, float, str]:
+    """(verdict, change % of the median B vs A, p-value or NaN, how it was decided).
+
+    A change within the threshold is "within noise". Beyond it, the repeats decide
+    when they can: Welch's p < ALPHA with >= 2 repeats a side, or p >= ALPHA with as
+    many repeats as a change of this size needs (bench.analyze.noise). When they
+    cannot, the per-step values (``raws_*``: the records' raw blocks) decide by their
+    block-bootstrap interval: an interval that excludes no change calls it; else the
+    verdict is "inconclusive", with the repeats that would decide."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     change = (np.median(b) / np.median(a) - 1) * 100
+    direction = "faster" if change > 0 else "slower"
+    p, needed = math.nan, None
     if len(a) >= 2 and len(b) >= 2:
         p = welch_p(a, b)
-        significant, basis = p < ALPHA, f"p={p:.2g}"
-    else:
-        p, significant, basis = math.nan, True, "n=1: threshold only"
-    if abs(change) > threshold and significant:
-        return ("faster" if change > 0 else "slower"), change, p, basis
-    return "within noise", change, p, basis
+        if abs(change) > threshold and p < ALPHA:
+            return direction, change, p, f"p={p:.2g}"
+        needed = repeats_needed(a, b, change / 100)
+        if abs(change) <= threshold or (needed is not None and needed <= min(len(a), len(b))):
+            return "within noise", change, p, f"p={p:.2g}"
+    elif abs(change) <= threshold:
+        return "within noise", change, p, "n=1: threshold only"
+    interval = step_interval(raws_a, raws_b)
+    if interval is not None:
+        low, high = (100 * bound for bound in interval)
+        basis = f"steps: 95% CI {low:+.1f}%..{high:+.1f}%"
+        if low > 0 or high < 0:
+            return direction, change, p, basis
+        return INCONCLUSIVE, change, p, basis + _needing(needed)
+    return INCONCLUSIVE, change, p, (f"p={p:.2g}" if p == p else "n=1") + _needing(needed)
+
+
+def _needing(needed: int | None) -> str:
+    return f"; needs ~{needed} repeats a side" if needed else "; needs >= 3 repeats a side"
 
 
 # A cell measured in A whose B records are all failed, timeout, oom or interrupted: a
 # regression, as much as a slower one. The reverse is a fix.
 BROKEN, FIXED = "broken", "fixed"
+# Beyond the threshold, but neither the repeats nor the steps can tell it from noise.
+INCONCLUSIVE = "inconclusive"
 
 
 def status_verdict(present: str, ok_a: int, ok_b: int) -> str:
@@ -88,7 +117,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
         sps = {name: ok[name]["samples_per_s"].dropna() for name in ("a", "b")}
         if present == "both" and len(sps["a"]) and len(sps["b"]):
             row["verdict"], row["change_pct"], row["p_value"], row["basis"] = (
-                throughput_verdict(sps["a"], sps["b"], threshold))
+                throughput_verdict(sps["a"], sps["b"], threshold,
+                                   list(ok["a"]["raw"]), list(ok["b"]["raw"])))
         else:
             statuses = {n: "/".join(side[n]["status"].unique()) for n in ("a", "b")}
             row.update(verdict=status_verdict(present, len(sps["a"]), len(sps["b"])),
@@ -97,34 +127,18 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
             if row["verdict"] == BROKEN:  # why B did not measure: its last reason
                 reasons = side["b"]["reason"].dropna()
                 row["reason"] = str(reasons.iloc[-1]) if len(reasons) else None
-        # bench.metrics "unstable": a side not steady enough to act on, shown with the verdict
-        row["unstable"] = " and ".join(name.upper() for name in ("a", "b")
-                                       if len(ok[name]) and stability(ok[name])["unstable"])
+        # bench.metrics "unstable" and "busy": a side not to act on, shown with the verdict
+        row["caveats"] = ", ".join(
+            f"{name.upper()} {flag}" for name in ("a", "b") if len(ok[name])
+            for flag, on in stability(ok[name]).items() if flag in ("unstable", "busy") and on)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def env_mismatch(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(hardware differences, library version differences) between the runs' env keys."""
-    def values(df: pd.DataFrame, key: str) -> set[str]:
-        ok = df[df["status"] == "ok"]
-        column = f"env_{key}"
-        return set((ok if len(ok) else df).get(column, pd.Series(dtype=str)).dropna().astype(str))
-
-    found: dict[str, list[str]] = {"hw": [], "ver": []}
-    for kind, keys in (("hw", HARDWARE_KEYS), ("ver", VERSION_KEYS)):
-        for key in keys:
-            in_a, in_b = values(a, key), values(b, key)
-            if in_a != in_b:
-                found[kind].append(f"{key}: A {', '.join(sorted(in_a)) or '?'} "
-                                   f"vs B {', '.join(sorted(in_b)) or '?'}")
-    return found["hw"], found["ver"]
 
 
 def describe(df: pd.DataFrame) -> str:
     """'host, device, torch x, lightning y' of a run, from its records' env keys."""
     parts = []
-    for key in (*HARDWARE_KEYS, *VERSION_KEYS):
+    for key in (*NAME_KEYS, *VERSION_KEYS):
         found = df.get(f"env_{key}", pd.Series(dtype=str)).dropna().astype(str).unique()
         prefix = f"{key} " if key in VERSION_KEYS else ""
         parts.append(prefix + ("/".join(found) or "?"))
@@ -139,8 +153,7 @@ def display_table(result: pd.DataFrame) -> pd.DataFrame:
         row = {"cell": r["cell_id"], "n A/B": f"{r['n_a']}/{r['n_b']}",
                "samples/s A": fmt(r["samples_per_s_a"]), "samples/s B": fmt(r["samples_per_s_b"]),
                "change": "-" if pd.isna(r["change_pct"]) else f"{r['change_pct']:+.1f}%",
-               "verdict": r["verdict"] + (f" ({r['unstable']} unstable)"
-                                          if r.get("unstable") else ""),
+               "verdict": r["verdict"] + (f" ({r['caveats']})" if r.get("caveats") else ""),
                "basis": r["basis"]}
         for metric in METRICS[1:]:
             row[f"{metric.label} B/A"] = fmt(r[f"{metric.name}_ratio"], "x")

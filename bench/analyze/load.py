@@ -33,6 +33,8 @@ def _column(name: str) -> str:
         return key
     if block == "env_key":
         return f"env_{key}"
+    if block == "machine":
+        return f"machine_{key}"
     if block == "effective":
         return key if key in EFFECTIVE_PLAIN else f"effective_{key}"
     return name

@@ -33,7 +33,7 @@ def precision_color(precision: Any) -> str:
     return EXTRA_COLORS[sum(map(ord, str(precision))) % len(EXTRA_COLORS)]
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> Path:
+def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
     if fig.get_layout_engine() is None:
@@ -115,7 +115,7 @@ def plot_throughput(summary: pd.DataFrame, out_dir: Path) -> Path | None:
     fig = _cell_bars(summary, "samples_per_s", 1.0, "samples / s (global, all devices)",
                      "Training throughput per cell (median; error bar = min-max over repeats)",
                      ",.0f", spread=True)
-    return _save(fig, out_dir, "throughput.png") if fig else None
+    return save_figure(fig, out_dir, "throughput.png") if fig else None
 
 
 def plot_mfu(summary: pd.DataFrame, out_dir: Path) -> Path | None:
@@ -124,7 +124,7 @@ def plot_mfu(summary: pd.DataFrame, out_dir: Path) -> Path | None:
     fig = _cell_bars(summary, "mfu", 100.0, "MFU (% of peak dense TFLOPS)",
                      "Model FLOPs utilisation per cell (achieved / peak TFLOPS)", ".2f",
                      suffix="%", panel_note=("peak_source", "peak"))
-    return _save(fig, out_dir, "mfu.png") if fig else None
+    return save_figure(fig, out_dir, "mfu.png") if fig else None
 
 
 def plot_scaling(summary: pd.DataFrame, out_dir: Path) -> Path | None:
@@ -174,7 +174,7 @@ def plot_scaling(summary: pd.DataFrame, out_dir: Path) -> Path | None:
         ax.set_visible(False)
     fig.suptitle("Scaling: throughput vs devices (dashed: ideal linear from 1 device; "
                  "% = scaling efficiency)")
-    return _save(fig, out_dir, "scaling.png")
+    return save_figure(fig, out_dir, "scaling.png")
 
 
 def _rank0(raw: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +233,7 @@ def plot_loss(records: pd.DataFrame, out_dir: Path) -> Path | None:
     else:  # many cells: a legend inside would hide the curves, so it goes below both axes
         fig.legend(handles, labels, fontsize=7, ncol=3, loc="upper center",
                    bbox_to_anchor=(0.5, 0), frameon=False)
-    return _save(fig, out_dir, "loss.png")
+    return save_figure(fig, out_dir, "loss.png")
 
 
 def plot_val_accuracy(records: pd.DataFrame, out_dir: Path) -> Path | None:
@@ -257,7 +257,7 @@ def plot_val_accuracy(records: pd.DataFrame, out_dir: Path) -> Path | None:
            title="Validation accuracy vs wall time (first ok repeat)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, out_dir, "val_accuracy.png")
+    return save_figure(fig, out_dir, "val_accuracy.png")
 
 
 PHASE_COLORS = dict(zip(PHASES, ("#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#7f7f7f"),
@@ -283,7 +283,7 @@ def plot_time_breakdown(summary: pd.DataFrame, out_dir: Path) -> Path | None:
     ax.set_title("Where the time goes: the phases of a training step", pad=26)
     ax.legend(ncols=len(PHASES), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, out_dir, "time_breakdown.png")
+    return save_figure(fig, out_dir, "time_breakdown.png")
 
 
 def make_plots(records: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:

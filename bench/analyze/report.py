@@ -6,11 +6,8 @@ pandas frames), so both always carry the same tables.
 
 from __future__ import annotations
 
-import base64
-import html
 import importlib.util
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +15,14 @@ import pandas as pd
 
 from bench.analyze.arithmetic import ARITHMETIC_LEGEND, arithmetic_table
 from bench.analyze.breakdown import BREAKDOWN_LEGEND, breakdown_table
-from bench.analyze.load import load_records
+from bench.analyze.load import latest, load_records
 from bench.analyze.overhead import OVERHEAD_LEGEND, overhead_table
+from bench.analyze.pages import Section, html_page, markdown_page
 from bench.analyze.summary import not_run, summarize
 from bench.analyze.tables import (
     FASTEST_LEGEND,
     LEGEND,
+    busy_notes,
     fastest_table,
     main_table,
     render,
@@ -41,14 +40,6 @@ ENV_LINES = (("host", "hostname"), ("OS", "os"), ("CPU", "cpu_model"), ("GPUs", 
 TERMINAL_SECTIONS = ("Fastest cells", "Where the time goes", "Lightning against its control")
 
 
-@dataclass
-class Section:
-    title: str
-    table: pd.DataFrame
-    empty: str  # what to say when the table has no rows
-    notes: list[str] = field(default_factory=list)
-
-
 def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
                     records: pd.DataFrame | None = None) -> list[Section]:
     table, best, overhead = main_table(summary), fastest_table(summary), overhead_table(summary)
@@ -57,7 +48,8 @@ def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
     return [
         Section("Results", table, "No cell produced a measurement.", [
             *LEGEND, "baseline cells: " + (", ".join(baselines)
-                                           or "none (no 1-device 32-true single cell)")]),
+                                           or "none (no 1-device 32-true single cell)"),
+            *busy_notes(latest(records) if records is not None else pd.DataFrame())]),
         Section("Fastest cells", best, "No cell produced a measurement.", list(FASTEST_LEGEND)),
         Section("Where the time goes", breakdown_table(summary),
                 "No cell recorded the phases of its steps.", list(BREAKDOWN_LEGEND)),
@@ -81,7 +73,8 @@ def write_report(run_dir: str | Path) -> str:
     df = load_records(paths.path)
     summary, skipped = summarize(df), not_run(df)
     summary.to_csv(paths.path / "summary.csv", index=False)
-    flat = df.drop(columns=["raw"])
+    flat = df.drop(columns=["raw"]).map(  # nested blocks (hardware, machine) as JSON
+        lambda v: json.dumps(v, default=str) if isinstance(v, dict | list) else v)
     flat.to_csv(paths.path / "records.csv", index=False)
     if importlib.util.find_spec("pyarrow") is not None:
         flat.to_parquet(paths.path / "records.parquet", index=False)
@@ -89,49 +82,16 @@ def write_report(run_dir: str | Path) -> str:
     sections = report_sections(summary, skipped, df)
     env = env_summary(paths, df)
     title = f"mnist-bench report: {paths.run_id}"
-    (paths.path / "report.md").write_text(_markdown(title, env, sections, pngs))
-    (paths.path / "report.html").write_text(_html(title, env, sections, pngs))
+    (paths.path / "report.md").write_text(markdown_page(title, env, sections, pngs))
+    (paths.path / "report.html").write_text(html_page(title, env, sections, pngs))
     if not len(sections[0].table):
         return "No cell produced a measurement."
     # The terminal gets the measured tables; "Not run" is in the report files.
     shown = [s for s in sections[1:] if len(s.table) and s.title in TERMINAL_SECTIONS]
+    warnings = [f"WARNING {note}" for note in busy_notes(latest(df))]
     return "\n\n".join([render(sections[0].table),
-                        *(f"{s.title}:\n{render(s.table)}" for s in shown)])
-
-
-def _markdown(title: str, env: list[tuple[str, str]], sections: list[Section],
-              pngs: list[Path]) -> str:
-    lines = [f"# {title}", "", *(f"- **{k}**: {v}" for k, v in env), ""]
-    for section in sections:
-        lines += [f"## {section.title}", "",
-                  render(section.table, markdown=True) if len(section.table) else section.empty,
-                  ""]
-        if section.notes:
-            lines += [*(f"- {note}" for note in section.notes), ""]
-    lines += ["## Plots", "", *([f"![{p.stem}](plots/{p.name})\n" for p in pngs]
-                                or ["Nothing to plot."])]
-    return "\n".join(lines) + "\n"
-
-
-def _html(title: str, env: list[tuple[str, str]], sections: list[Section],
-          pngs: list[Path]) -> str:
-    esc = html.escape
-    body = [f"<h1>{esc(title)}</h1>",
-            "<ul>" + "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in env) + "</ul>"]
-    for section in sections:
-        body.append(f"<h2>{esc(section.title)}</h2>")
-        body.append(section.table.style.hide(axis="index").to_html() if len(section.table)
-                    else f"<p>{esc(section.empty)}</p>")
-        if section.notes:
-            body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in section.notes) + "</ul>")
-    body.append("<h2>Plots</h2>")
-    body += [f'<figure><img alt="{esc(p.stem)}" src="data:image/png;base64,'
-             f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in pngs]
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-             "font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-             "img{max-width:100%}")
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+                        *(f"{s.title}:\n{render(s.table)}" for s in shown),
+                        *(["\n".join(warnings)] if warnings else [])])
 
 
 def env_summary(run_dir: RunDir, df: pd.DataFrame) -> list[tuple[str, str]]:

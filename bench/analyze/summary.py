@@ -36,7 +36,7 @@ ORDER = {
 def cell_fields(df: pd.DataFrame) -> list[str]:
     skip = {*RECORD_COLUMNS, *(m.name for m in METRICS), "raw", "schema"}
     return [c for c in df.columns
-            if c not in skip and not c.startswith(("env_", "effective_"))]
+            if c not in skip and not c.startswith(("env_", "effective_", "machine_"))]
 
 
 def per_record_metrics(df: pd.DataFrame) -> list[str]:
@@ -99,10 +99,12 @@ def stability(ok: pd.DataFrame) -> dict[str, Any]:
     cv = float(values.std(ddof=1) / values.mean()) if len(values) > 1 else float("nan")
     # The worst repeat's: one repeat with a slow window moves the median of two or three.
     ratio = ok["window_median_ratio"].max() if "window_median_ratio" in ok else float("nan")
-    never_steady = "warmup_steady" in ok and bool((ok["warmup_steady"] == False).any())  # noqa: E712
+    never_steady = "warmup_steady" in ok and bool(ok["warmup_steady"].eq(False).any())
     unstable = bool((pd.notna(ratio) and ratio > UNSTABLE_WINDOW_MEDIAN_RATIO)
                     or (pd.notna(cv) and cv > UNSTABLE_REPEAT_CV) or never_steady)
-    return {"samples_per_s_cv": cv, "unstable": unstable if len(values) else None}
+    busy = "machine_busy" in ok and bool(ok["machine_busy"].eq(True).any())
+    return {"samples_per_s_cv": cv, "unstable": unstable if len(values) else None,
+            "busy": busy if len(values) else None}
 
 
 def _count(value: Any) -> int:

@@ -15,11 +15,17 @@ LEGEND = ("n: ok repeats (of all repeats); samples/s: global, median [min-max] o
           "peak MB: allocated on CUDA, process RSS on CPU; '-': not measured",
           "unstable: a repeat's measured window is over 1.10x its steps at the median step "
           "time, samples/s varies over 10% (std/mean) across repeats, or warm-up never "
-          "became steady")
+          "became steady",
+          "busy: a repeat ran while other processes used over 10% of the CPUs (or the "
+          "hypervisor stole over 5%): its figures include their work")
 
 LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "accelerator",
                 "control", "precision", "weights kept in", "weights in forward", "computes in",
-                "autocast", "loss scaling")
+                "autocast", "loss scaling",
+                # comparisons across runs and machines (bench.compare, bench.history)
+                "machine", "host", "CPU", "CPU id", "CPU peak TFLOP/s", "GPUs", "git", "date",
+                "cell", "next machine", "run", "path", "started", "time from", "change",
+                "from -> to")
 
 
 def fmt(value: Any, kind: str = "num") -> str:
@@ -44,7 +50,7 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
     ran = summary[summary["n"] > 0] if len(summary) else summary
     rows = []
     for r in ran.to_dict("records"):
-        status = f"{r['status']}, unstable" if r.get("unstable") else r["status"]
+        status = ", ".join([r["status"], *(flag for flag in ("unstable", "busy") if r.get(flag))])
         row = {"cell": r["cell_id"], "status": status,
                "n": str(r["n"]) if r["n"] == r["n_total"] else f"{r['n']}/{r['n_total']}"}
         for metric in TABLE_METRICS:
@@ -56,6 +62,23 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=None if rows else ["cell", "status", "n", "samples/s"])
     keep = ["cell", "status", "n", "samples/s"]
     return table[[c for c in table.columns if c in keep or (table[c] != "-").any()]]
+
+
+def busy_notes(records: pd.DataFrame) -> list[str]:
+    """One line per ok repeat measured on a busy machine: what else was running."""
+    if "machine_busy" not in records:
+        return []
+    busy = records[(records["status"] == "ok") & records["machine_busy"].eq(True)]
+    notes = []
+    for r in busy.to_dict("records"):
+        steal = r.get("machine_steal")
+        notes.append(
+            f"busy machine: {r['cell_id']} repeat {r['repeat']}: other processes used "
+            f"{fmt(r.get('machine_others_cpu'), 'pct')} of the CPUs"
+            + (f", steal {fmt(steal, 'pct')}" if steal is not None and steal == steal else "")
+            + (f" ({'; '.join(r['machine_busiest'])})"
+               if isinstance(r.get("machine_busiest"), list) and r["machine_busiest"] else ""))
+    return notes
 
 
 def short_reason(reason: Any, width: int = 120) -> str:
@@ -85,8 +108,6 @@ def render(table: pd.DataFrame, markdown: bool = False) -> str:
         return "\n".join("| " + " | ".join(r) + " |" for r in [lines[0], rule, *lines[1:]])
     rule = ["-" * w for w in widths]
     return "\n".join("  ".join(r).rstrip() for r in [lines[0], rule, *lines[1:]])
-
-
 
 
 FASTEST_LEGEND = (

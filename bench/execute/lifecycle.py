@@ -24,6 +24,7 @@ from bench.execute.workload import Workload, build_effective, build_raw, prepare
 from bench.matrix import Cell
 from bench.measure.derive import derive_metrics
 from bench.measure.env import env_key
+from bench.measure.machine_state import Snapshot, machine_state
 from bench.record import OOM_REASON, Raw, Record, RunDir, Status, write_json_atomic
 from strategies.registry import strategy_spec
 
@@ -96,7 +97,10 @@ def _prepare(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) 
 def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOptions,
                        record: Record, started: float) -> None:
     cell, repeat, cell_dir = workload.cell, workload.repeat, run_dir.cell_dir(workload.cell.id)
-    # 3. The backend's loop: warm-up, measured window, validation.
+    # 3. The backend's loop: warm-up, measured window, validation; the machine's state
+    #    around it (was anything else running?).
+    device = torch.device(cell.accelerator)
+    before = Snapshot.take(device)
     logger = None
     if strategy_spec(cell.strategy).lightning:
         from bench.execute.backends import lightning as backend
@@ -108,6 +112,7 @@ def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOpti
         from bench.execute.backends import raw as raw_backend
 
         result = raw_backend.run(workload)
+    record.machine = machine_state(before, Snapshot.take(device))
     # 4. The record: raw values as measured, what actually ran, metrics derived from them.
     record.raw = build_raw(workload, result)
     record.effective = build_effective(workload, result)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from bench.measure.hardware import driver_version, fingerprint
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("torch", "lightning", "torchvision", "torchmetrics", "deepspeed", "wandb", "pandas",
              "numpy")
@@ -45,9 +47,11 @@ def device_name(accelerator: str = "cpu") -> str:
     return cpu_model()
 
 
-def env_key(accelerator: str = "cpu") -> dict[str, str | None]:
-    """What must match for two records to be compared without --force."""
+def env_key(accelerator: str = "cpu") -> dict[str, Any]:
+    """What must match for two records to be compared without --force: the host, the
+    device, the hardware's fingerprint (bench.measure.hardware) and the versions."""
     return {"hostname": socket.gethostname(), "device": device_name(accelerator),
+            "hardware": fingerprint(accelerator),
             "torch": version("torch"), "lightning": version("lightning")}
 
 
@@ -72,15 +76,6 @@ def gpus() -> list[dict[str, Any]]:
     return found
 
 
-def _driver_version() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout else None
-
-
 def capture_env(argv: list[str] | None = None) -> dict[str, Any]:
     """The full environment for env.json."""
     cuda = torch.cuda.is_available()
@@ -94,7 +89,7 @@ def capture_env(argv: list[str] | None = None) -> dict[str, Any]:
         else os.cpu_count(),
         "gpus": gpus(),
         "gpu_count": torch.cuda.device_count() if cuda else 0,
-        "gpu_driver": _driver_version() if cuda else None,
+        "gpu_driver": driver_version() if cuda else None,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "nccl": ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl,

@@ -20,12 +20,20 @@ NOISY = "cpu-2x-ddp-32-true-bs64-tensor"  # 2% faster in B, wide repeats
 GONE = "cpu-1x-single-bf16-mixed-bs64-tensor"  # in A only
 
 
+CPU_PRINT = {"vendor": "AuthenticAMD", "family": "25", "model": "17", "stepping": "1",
+             "model_name": "Test CPU", "isa": "avx2 avx512f avx512_bf16", "cores": 2,
+             "cores_usable": 2, "memory_gib": 23.5, "caches": "L2 1024K, L3 32768K"}
+
+
 def record(strategy: str, devices: int, precision: str, sps: float, repeat: int,
-           device: str = "Test CPU", torch: str = "2.5.1") -> dict[str, Any]:
+           device: str = "Test CPU", torch: str = "2.5.1",
+           cpu: dict[str, Any] | None = None, peak: float | None = None) -> dict[str, Any]:
     """A valid ok record (bench.record schema) with the given throughput."""
     metrics: dict[str, Any] = dict.fromkeys(METRIC_NAMES)
     metrics.update(samples_per_s=sps, step_ms_p50=64_000 * devices / sps, mfu=sps / 10_000,
                    peak_rss_mb=900.0, val_acc=None)
+    if peak is not None:  # a calibrated CPU peak per rank, TFLOP/s
+        metrics.update(peak_tflops=peak * devices, peak_source="calibrated (cpu bf16)")
     cell_id = f"cpu-{devices}x-{strategy}-{precision}-bs64-tensor"
     rec = {"schema": 1, "run_id": "r", "cell_id": cell_id,
            "cell": {"accelerator": "cpu", "devices": devices, "num_nodes": 1, "strategy": strategy,
@@ -34,7 +42,8 @@ def record(strategy: str, devices: int, precision: str, sps: float, repeat: int,
                     "mode": "throughput", "seed": 0},
            "repeat": repeat, "seed": repeat, "status": "ok", "reason": None,
            "effective": {"world_size": devices}, "raw": {"ranks": []}, "metrics": metrics,
-           "env_key": {"hostname": "box", "device": device, "torch": torch, "lightning": "2.4.0"},
+           "env_key": {"hostname": "box", "device": device, "torch": torch, "lightning": "2.4.0",
+                       "hardware": {"cpu": cpu or CPU_PRINT}},
            "started_at": "2026-11-27T10:00:00Z", "wall_s": 1.0}
     validate(rec)
     return rec
@@ -78,13 +87,17 @@ def test_verdicts(tmp_path: Path) -> None:
 
 
 def test_threshold_and_noise_rules() -> None:
-    # a large change in noisy repeats is not significant
-    assert throughput_verdict([100, 60, 140], [80, 40, 130])[0] == "within noise"
+    # a large change in noisy repeats: too few repeats to tell (no steps to help here)
+    verdict, _, _, basis = throughput_verdict([100, 60, 140], [80, 40, 130])
+    assert verdict == "inconclusive" and "needs ~" in basis
     # significant but under the threshold
     assert throughput_verdict([100, 100.1, 99.9], [97, 97.1, 96.9])[0] == "within noise"
+    # a single repeat a side and no steps: nothing to size the noise by
     verdict, change, p, basis = throughput_verdict([100], [110])
-    assert (verdict, change) == ("faster", pytest.approx(10)) and "n=1" in basis
+    assert (verdict, change) == ("inconclusive", pytest.approx(10)) and "n=1" in basis
+    assert throughput_verdict([100], [103])[0] == "within noise"
     assert throughput_verdict([100, 100], [90, 90])[0] == "slower"  # zero variance
+
 
 
 def test_main_output_and_missing_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,3 +192,82 @@ def test_three_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert f"regression in B: {FAST}" in err and f"regression in C: {NOISY}" in err
     assert compare.main([str(a)]) == 2
+
+
+def test_same_name_other_cpu_is_refused_naming_the_difference(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Same hostname, same model name: only the fingerprint tells the CPUs apart."""
+    other = CPU_PRINT | {"stepping": "0", "isa": "avx2 avx512f"}
+    a = write(tmp_path / "a", [record("single", 1, "32-true", 100, i) for i in range(2)])
+    b = write(tmp_path / "b", [record("single", 1, "32-true", 100, i, cpu=other)
+                               for i in range(2)])
+    assert compare.main([str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "different hardware" in err
+    assert "cpu stepping: A 1 vs B 0" in err
+    assert "cpu isa: A avx2 avx512f avx512_bf16 vs B avx2 avx512f" in err
+    # a little less memory (the kernel's share) is the same machine
+    same = write(tmp_path / "c", [record("single", 1, "32-true", 100, i,
+                                         cpu=CPU_PRINT | {"memory_gib": 23.4})
+                                  for i in range(2)])
+    assert compare.main([str(a), str(same)]) == 0
+
+
+def test_calibrated_peaks_far_apart_are_different_hardware(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The committed reference and another 2-core VM: same name, peaks 2x apart."""
+    a = write(tmp_path / "a", [record("single", 1, "bf16-true", 100, i, peak=0.86)
+                               for i in range(2)])
+    b = write(tmp_path / "b", [record("single", 1, "bf16-true", 100, i, peak=0.41)
+                               for i in range(2)])
+    near = write(tmp_path / "c", [record("single", 1, "bf16-true", 100, i, peak=0.75)
+                                  for i in range(2)])
+    assert compare.main([str(a), str(b)]) == 2
+    assert "calibrated CPU peak bf16-true (1 rank(s)): A 0.86 vs B 0.41" in \
+        capsys.readouterr().err
+    assert compare.main([str(a), str(near)]) == 0  # calibration noise, not hardware
+
+
+def test_records_without_a_fingerprint_are_compared_with_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = record("single", 1, "32-true", 100, 0)
+    del old["env_key"]["hardware"]
+    a = write(tmp_path / "a", [old])
+    b = write(tmp_path / "b", [record("single", 1, "32-true", 100, 0)])
+    assert compare.main([str(a), str(b)]) == 0
+    assert "A's records carry no hardware fingerprint" in capsys.readouterr().out
+
+
+def test_across_lines_up_other_machines_and_refuses_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the pair compare refuses (another CPU, other versions), --across shows."""
+    other = CPU_PRINT | {"stepping": "0", "model_name": "Other CPU"}
+    a = write(tmp_path / "reference" / "amd", [record("single", 1, "32-true", 100, i)
+                                               for i in range(2)])
+    b = write(tmp_path / "reference" / "intel", [
+        record("single", 1, "32-true", 150, i, device="Other CPU", torch="2.6.0", cpu=other)
+        for i in range(2)])
+    out = tmp_path / "out"
+    assert compare.main([str(a), str(b), "--across", "--reference", "amd", "--out",
+                         str(out)]) == 0
+    printed = capsys.readouterr().out
+    for title in ("Machines:", "Per cell:", "Fastest per accelerator:"):
+        assert title in printed
+    assert "1.50x" in printed  # intel against the chosen reference
+    assert "AuthenticAMD 25/17/0" in printed  # the fingerprints, shown
+    markdown = (out / "across.md").read_text()
+    assert "## Per cell" in markdown and "| cell" in markdown
+    assert (out / "across.html").read_text().count("<table") == 3
+    assert (out / "across-machines.png").stat().st_size > 10_000
+    assert compare.main([str(a), str(b), "--across", "--reference", "nowhere"]) == 2
+    assert "no machine 'nowhere'" in capsys.readouterr().err
+
+
+def test_pair_compare_writes_its_tables_as_pages(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert compare.main([str(run_a(tmp_path)), str(run_b(tmp_path)), "--out", str(out)]) == 0
+    markdown = (out / "compare.md").read_text()
+    assert "## B against A" in markdown and "slower" in markdown
+    assert "B vs A:" in markdown  # the verdict counts, under their table
+    assert "<table" in (out / "compare.html").read_text()

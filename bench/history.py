@@ -1,0 +1,146 @@
+"""``python -m bench.history DIR [DIR ...]``: throughput over many runs. Every run
+found under the directories (any folder holding records.jsonl), oldest first, one
+column per run, and the runs where a cell's throughput changed for good (the rule:
+bench.analyze.history, which does the work).
+
+    python -m bench.history results/ [--cells SUBSTRING] [--threshold 5] [--markdown]
+                            [--out FOLDER] [--fail-on-change]
+
+Exit codes: 0 ok (fewer than two runs included: nothing to compare), 1 with
+--fail-on-change when a cell slowed down at a change point (confirmed or not yet
+confirmed), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench.analyze.compare import describe
+from bench.analyze.history import (
+    LEGEND,
+    HistoryError,
+    Run,
+    cell_history,
+    changes_table,
+    load_runs,
+    plot_history,
+    trend_table,
+)
+from bench.analyze.pages import Section, html_page, markdown_page
+from bench.analyze.tables import render
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.history",
+                                     description="Throughput of every cell over many runs, "
+                                                 "with the runs where it changed.")
+    parser.add_argument("dirs", nargs="+", metavar="DIR",
+                        help="directories searched (recursively) for runs: folders holding "
+                             "records.jsonl")
+    parser.add_argument("--cells", metavar="SUBSTRING",
+                        help="only the cells whose id contains SUBSTRING")
+    parser.add_argument("--threshold", type=float, default=5.0,
+                        help="smallest throughput change in percent to call (default 5); "
+                             "noisier cells need more (3 x their robust CV)")
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    parser.add_argument("--out", metavar="FOLDER",
+                        help="write history.md, history.html and a PNG per cell there")
+    parser.add_argument("--fail-on-change", action="store_true",
+                        help="exit 1 when a cell slowed down at a change point")
+    return parser
+
+
+def runs_table(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame([{"run": run.label, "path": str(run.path), "machine": describe(run.records),
+                          "started": f"{run.started:%Y-%m-%d %H:%M:%S %Z}".strip(),
+                          "time from": run.time_source} for run in runs],
+                        columns=["run", "path", "machine", "started", "time from"])
+
+
+def machines(runs: list[Run]) -> list[str]:
+    """The distinct 'host, device' the runs ran on, from their records: a change
+    between machines is not a change of the code."""
+    found: dict[str, None] = {}
+    for run in runs:
+        names = ("/".join(sorted(set(run.records.get(f"env_{key}", pd.Series(dtype=str))
+                                     .dropna().astype(str)))) or "?"
+                 for key in ("hostname", "device"))
+        found[", ".join(names)] = None
+    return list(found)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threshold < 0:
+        print(f"error: --threshold must be >= 0, got {args.threshold:g}", file=sys.stderr)
+        return 2
+    try:
+        runs = load_runs(args.dirs)
+    except HistoryError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    bullet = "- " if args.markdown else ""
+    print(f"{len(runs)} run{'s' * (len(runs) != 1)}, oldest first:")
+    for run in runs:
+        when = "" if run.time_source == "env.json" else f" [time from {run.time_source}]"
+        print(f"{bullet}{run.label}: {run.path} ({describe(run.records)}){when}")
+    if len(runs) < 2:
+        print("Nothing to compare: a history needs at least two runs.")
+        return 0
+    if len(found := machines(runs)) > 1:
+        print(f"{bullet}WARNING: the runs ran on {len(found)} machines ({'; '.join(found)}): "
+              "a change can be the machine's")
+    threshold = args.threshold / 100
+    history = cell_history(runs, args.cells, threshold)
+    if history.empty:
+        print(f"error: no cell id contains {args.cells!r}" if args.cells
+              else "error: the runs hold no records", file=sys.stderr)
+        return 2
+    print()
+    sections = [Section("Runs", runs_table(runs), "No runs."),
+                Section("Throughput per run (samples/s)", trend_table(history, runs),
+                        "No cell to show.", list(LEGEND)),
+                Section("Change points", changes_table(history, runs),
+                        f"No change point (threshold {args.threshold:g}%).")]
+    for section in sections[1:]:
+        print(f"{section.title}:")
+        print(render(section.table, markdown=args.markdown) if len(section.table)
+              else section.empty)
+        for note in section.notes:
+            print(f"{bullet}{note}")
+        print()
+    if args.out:
+        write_pages(Path(args.out), args, runs, history, sections)
+    return 1 if args.fail_on_change and report_slowdowns(history, runs) else 0
+
+
+def write_pages(out: Path, args: argparse.Namespace, runs: list[Run], history: pd.DataFrame,
+                sections: list[Section]) -> None:
+    """history.md (the PNGs beside it), history.html (the PNGs inlined)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = plot_history(history, runs, out)
+    title = "mnist-bench history"
+    env = [("directories", ", ".join(args.dirs)),
+           ("runs", f"{len(runs)}, {runs[0].label} to {runs[-1].label}"),
+           ("cells", f"id contains {args.cells!r}" if args.cells else "all"),
+           ("threshold", f"{args.threshold:g}%")]
+    (out / "history.md").write_text(markdown_page(title, env, sections, pngs, plots_dir="."))
+    (out / "history.html").write_text(html_page(title, env, sections, pngs))
+    print(f"history: {out / 'history.md'}  (html: history.html, {len(pngs)} plot(s))")
+
+
+def report_slowdowns(history: pd.DataFrame, runs: list[Run]) -> bool:
+    """Print every slowdown change point to stderr; True when there is one."""
+    slower = history[history["mark"].notna() & (history["change"] < 0)]
+    for r in slower.to_dict("records"):
+        print(f"slowdown: {r['cell_id']} at {runs[r['run']].label}: "
+              f"{r['change'] * 100:+.1f}% ({r['mark']})", file=sys.stderr)
+    return bool(len(slower))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
