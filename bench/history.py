@@ -27,7 +27,6 @@ from bench.analyze.history import (
     cell_history,
     changes_table,
     load_runs,
-    plot_history,
     trend_table,
 )
 from bench.analyze.pages import Section, html_page, markdown_page
@@ -121,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 def write_pages(out: Path, args: argparse.Namespace, runs: list[Run], history: pd.DataFrame,
                 sections: list[Section]) -> None:
     """history.md (the PNGs beside it), history.html (the PNGs inlined)."""
+    from bench.analyze.history_plot import plot_history  # matplotlib: files only
+
     out.mkdir(parents=True, exist_ok=True)
     pngs = plot_history(history, runs, out)
     title = "mnist-bench history"

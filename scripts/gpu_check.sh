@@ -16,6 +16,10 @@
 #    time-to-98%-accuracy cell), copied to results/reference/<gpu-name>/.
 # 5. The device clock: CUDA cells' steps were timed by CUDA events, their phases add
 #    up to each step, and the event-timed window agrees with the host's.
+# 6. What the records say of the machine: every CUDA record's hardware fingerprint
+#    names the GPU with its SMs and memory; NVML's clock and temperature around each
+#    cell where pynvml is installed; cells measured busy and warm-ups that never became
+#    steady are listed.
 # Exit status 0 only when the preflight passed, every record is ok and the clocks agree;
 # otherwise 1, with every record that is not ok listed with its reason.
 set -euo pipefail
@@ -144,6 +148,31 @@ for r in (json.loads(line) for line in open(sys.argv[1])):
             print(f"WINDOWS  {where}: host {sum(host):.3f} s, device {sum(device):.3f} s")
             problems += 1
 print("device and host clocks agree" if not problems else f"{problems} clock problem(s)")
+sys.exit(1 if problems else 0)
+EOF
+echo "== the machine: GPU fingerprint, NVML state, busy cells, warm-up"
+python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+import json
+import sys
+
+problems, nvml = 0, 0
+for r in (json.loads(line) for line in open(sys.argv[1])):
+    if r["status"] != "ok" or r["cell"]["accelerator"] != "cuda":
+        continue
+    gpus = (r["env_key"].get("hardware") or {}).get("gpus") or []
+    if not gpus or not all(g.get("sm_count") and g.get("memory_gib") for g in gpus):
+        print(f"NO GPU FINGERPRINT  {r['cell_id']}: {gpus}")
+        problems += 1
+    machine = r.get("machine") or {}
+    nvml += "gpu_clock_mhz" in (machine.get("before") or {})
+    if machine.get("busy"):
+        print(f"BUSY  {r['cell_id']} (repeat {r['repeat']}): {machine.get('busiest')}")
+    if r["metrics"].get("warmup_steady") is False:
+        print(f"WARM-UP NEVER STEADY  {r['cell_id']} (repeat {r['repeat']}): "
+              f"{r['metrics'].get('warmup_steps_taken')} steps")
+print(f"NVML state recorded in {nvml} CUDA record(s)"
+      + ("" if nvml else " (pynvml is not installed: clocks and temperature unread)"))
+print("GPU fingerprints complete" if not problems else f"{problems} fingerprint problem(s)")
 sys.exit(1 if problems else 0)
 EOF
 exit "$failed"

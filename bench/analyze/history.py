@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +34,6 @@ import numpy as np
 import pandas as pd
 
 from bench.analyze.load import latest, load_records
-from bench.analyze.plots import save_figure
 from bench.analyze.summary import sort_key
 from bench.analyze.tables import fmt
 
@@ -51,7 +49,6 @@ LEGEND = (
     "DROP / RISE: a change point the next run confirms (beyond the band, same direction); "
     "DROP? / RISE?: the last run, beyond the band but not confirmed yet",
 )
-UNSAFE = r"[^\w.-]"  # characters kept out of a plot's file name
 HISTORY_COLUMNS = ("cell_id", "run", "median", "min", "max", "values", "n", "n_total", "status",
                    "change", "baseline", "mark")
 
@@ -240,7 +237,7 @@ def _count(value: Any) -> int:
     return int(value) if value is not None and pd.notna(value) else 1
 
 
-def _marker(row: dict[str, Any]) -> str:
+def marker(row: dict[str, Any]) -> str:
     word = "DROP" if row["change"] < 0 else "RISE"
     return f"{word}{'' if row['mark'] == 'confirmed' else '?'} {row['change'] * 100:+.1f}%"
 
@@ -254,7 +251,7 @@ def _cell_text(row: dict[str, Any]) -> str:
         text += f" [{fmt(row['min'])}-{fmt(row['max'])}]"
     if row["n"] < row["n_total"]:
         text += f" ({row['n']}/{row['n_total']} ok)"
-    return f"{text} {_marker(row)}" if row["mark"] else text
+    return f"{text} {marker(row)}" if row["mark"] else text
 
 
 def trend_table(history: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
@@ -272,44 +269,7 @@ def trend_table(history: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
 def changes_table(history: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """One row per change point: where, how much, from which baseline to what."""
     marked = history[history["mark"].notna()]
-    rows = [{"cell": r["cell_id"], "run": runs[r["run"]].label, "change": _marker(r),
+    rows = [{"cell": r["cell_id"], "run": runs[r["run"]].label, "change": marker(r),
              "from -> to": f"{fmt(r['baseline'])} -> {fmt(r['median'])}", "status": r["mark"]}
             for r in marked.to_dict("records")]
     return pd.DataFrame(rows, columns=["cell", "run", "change", "from -> to", "status"])
-
-
-def plot_history(history: pd.DataFrame, runs: list[Run], out_dir: Path) -> list[Path]:
-    """A line per cell, samples/s per run with its min-max band, change points marked;
-    one PNG per cell with a measurement (history-<cell>.png)."""
-    import matplotlib.pyplot as plt  # after bench.analyze.plots: its Agg backend, no display
-
-    for stale in out_dir.glob("history-*.png"):  # a rerun must not keep old cells' plots
-        stale.unlink()
-    paths = []
-    for cell_id, group in history.groupby("cell_id", sort=False):
-        if not (group["n"] > 0).any():
-            continue
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(runs) + 2), 3.8))
-        ax.fill_between(group["run"], group["min"], group["max"], color="#1f77b4", alpha=0.2,
-                        label="min-max over repeats")
-        ax.plot(group["run"], group["median"], marker="o", color="#1f77b4", label="median")
-        for r in group[group["mark"].notna()].to_dict("records"):
-            color = "#d62728" if r["change"] < 0 else "#2ca02c"
-            ax.axvline(r["run"], color=color, linestyle="--", linewidth=1)
-            ax.plot(r["run"], r["median"], marker="v" if r["change"] < 0 else "^",
-                    markersize=12, color=color,
-                    markerfacecolor=color if r["mark"] == "confirmed" else "none")
-            ax.annotate(_marker(r), (r["run"], r["median"]), textcoords="offset points",
-                        xytext=(6, 6), fontsize=8, color=color)
-        low = ax.get_ylim()[0]
-        for r in group[group["n"] == 0].to_dict("records"):  # failed runs: a gap in the line
-            ax.text(r["run"], low, r["status"], rotation=90, ha="center", va="bottom",
-                    fontsize=8, color="#7f7f7f")
-        ax.set_xticks(range(len(runs)), [run.label for run in runs], rotation=30, ha="right",
-                      fontsize=8)
-        ax.set_ylabel("samples/s")
-        ax.set_title(cell_id, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
-        paths.append(save_figure(fig, out_dir, f"history-{re.sub(UNSAFE, '_', str(cell_id))}.png"))
-    return paths
