@@ -55,7 +55,7 @@ class Sleeps(L.Callback):
 @pytest.mark.slow
 def test_lightning_run_excludes_slow_first_step_and_validation(data_dir: Path,
                                                                tmp_path: Path) -> None:
-    slow, val_sleep, batch, steps = 2.5, 4.0, 8, 4
+    slow, val_sleep, batch, steps = 1.0, 1.5, 8, 4  # each over 10x a step of 8 images
     L.seed_everything(0, verbose=False)
     model = MnistModel(optimizer="sgd")
     data = MnistDataModule(data_dir, batch, "tensor", eval_batch_size=8)

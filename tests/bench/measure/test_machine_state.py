@@ -62,8 +62,8 @@ def test_the_cells_own_processes_are_not_others() -> None:
 @pytest.mark.slow
 def test_a_cell_measured_beside_a_busy_process_is_flagged_in_record_and_report(
         execute_cell: Any, tmp_path: Path, other_process: subprocess.Popen) -> None:
-    cell = Cell(strategy="raw", batch_size=32, loader="tensor", optimizer_impl="fused",
-                steps=3, warmup_steps=1, warmup="fixed")
+    cell = Cell(strategy="raw", batch_size=16, loader="tensor", optimizer_impl="fused",
+                steps=2, warmup_steps=1, warmup="fixed")
     record = execute_cell(cell, tmp_path)
     assert record["status"] == "ok", record["reason"]
     machine = record["machine"]
@@ -72,6 +72,6 @@ def test_a_cell_measured_beside_a_busy_process_is_flagged_in_record_and_report(
 
     (tmp_path / "records.jsonl").write_text(json.dumps(record, default=str) + "\n")
     terminal = write_report(tmp_path)
-    assert "ok, busy" in terminal
+    assert ", busy" in terminal  # the status column: "ok, busy" (or "ok, unstable, busy")
     assert f"WARNING busy machine: {cell.id} repeat 0" in terminal
     assert f"busy machine: {cell.id} repeat 0" in (tmp_path / "report.md").read_text()
