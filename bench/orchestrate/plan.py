@@ -6,12 +6,12 @@ import argparse
 import datetime as dt
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from bench.matrix import Cell, MatrixError
 from bench.orchestrate.presets import apply_overrides, expand, load_matrix
-from strategies.registry import Machine, why_skipped
+from strategies.registry import Machine, strategy_spec, why_skipped
 
 # --flag (argparse dest) -> matrix key
 AXIS_FLAGS = {"accelerators": "accelerator", "devices": "devices", "strategies": "strategy",
@@ -65,8 +65,27 @@ def make_plan(run_id: str, matrix: Matrix, machine: Machine, wandb_mode: str,
     another, and the drift would read as a difference between the cells."""
     reasons = {cell: why_skipped(cell, machine) for cell in matrix.cells}
     pending = tuple(PlannedRun(cell, repeat, reasons[cell]) for repeat in range(matrix.repeats)
-                    for cell in matrix.cells if (cell.id, repeat) not in finished)
+                    for cell in paired_order(matrix.cells, repeat)
+                    if (cell.id, repeat) not in finished)
     return RunPlan(run_id, matrix, machine, wandb_mode, pending)
+
+
+def paired_order(cells: tuple[Cell, ...], repeat: int) -> list[Cell]:
+    """The cells of one repeat round, each control cell (``raw``, ``engine-*``) run right
+    beside the Lightning cell it stands beside, first after it and then before it in
+    alternate rounds (A B, B A, ...): the two sides of the "Lightning against its
+    control" table meet the machine in the same minute, and neither always goes first."""
+    partner = {cell: replace(cell, strategy=spec.controls) for cell in cells
+               if (spec := strategy_spec(cell.strategy)).controls}
+    control_of = {lightning: control for control, lightning in partner.items()
+                  if lightning in cells}
+    order: list[Cell] = []
+    for cell in cells:
+        if partner.get(cell) in control_of:
+            continue  # a control: placed beside its Lightning cell
+        pair = [cell, control_of[cell]] if cell in control_of else [cell]
+        order += pair[::-1] if repeat % 2 else pair
+    return order
 
 
 def new_run_id() -> str:
