@@ -9,7 +9,6 @@ that the machines table spells out, so that the table stays narrow enough for a 
 
 from __future__ import annotations
 
-import json
 import math
 import string
 from collections import Counter
@@ -19,11 +18,11 @@ from typing import Any
 import pandas as pd
 
 from bench.analyze.identity import cpu_identity, peaks_summary
-from bench.analyze.load import latest, load_records, records_path
+from bench.analyze.load import latest, load_records, read_env, records_path
 from bench.analyze.summary import ORDER, sort_key, summarize
 from bench.analyze.tables import fmt
 from bench.metrics import METRICS
-from bench.record import OOM_REASON, RunDir
+from bench.record import OOM_REASON
 
 # (label, records frame from load_records, env.json as a dict: empty when the run has none)
 Machine = tuple[str, pd.DataFrame, dict[str, Any]]
@@ -51,17 +50,6 @@ def machine_keys(count: int) -> list[str]:
     """A, B, ... Z, then M27, M28 ... (the CLI stops at 26, the functions do not)."""
     letters = string.ascii_uppercase
     return [letters[i] if i < len(letters) else f"M{i + 1}" for i in range(count)]
-
-
-def read_env(run_dir: Path) -> dict[str, Any]:
-    """The run's env.json; {} when it is missing or unreadable (the records still hold
-    hostname, device and versions)."""
-    path = RunDir(run_dir).env
-    try:
-        env = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return env if isinstance(env, dict) else {}
 
 
 def _env_values(df: pd.DataFrame, key: str, accelerator: str | None = None) -> list[str]:

@@ -22,7 +22,6 @@ neither moves the baseline nor widens the noise band much.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.analyze.load import latest, load_records
+from bench.analyze.load import latest, load_records, read_env
 from bench.analyze.summary import sort_key
 from bench.analyze.tables import fmt
 
@@ -100,21 +99,12 @@ def load_runs(roots: list[str | Path]) -> list[Run]:
             records = latest(load_records(path))
         except (OSError, ValueError) as error:
             raise HistoryError(f"cannot read {path / 'records.jsonl'}: {error}") from error
-        env = _read_env(path / "env.json")
+        env = read_env(path)
         started, source = _start_time(path, env, records)
         runs.append(Run(path, records, env, started, source))
     runs.sort(key=lambda run: (run.started, str(run.path)))
     _label(runs)
     return runs
-
-
-def _read_env(path: Path) -> dict[str, Any]:
-    """env.json, or {} when it is missing or broken (the run is still worth showing)."""
-    try:
-        env = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return env if isinstance(env, dict) else {}
 
 
 def _parse_time(text: Any) -> datetime | None:

@@ -3,7 +3,9 @@ only through here."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +24,16 @@ def records_path(path: str | Path) -> Path:
     """A run directory or a records.jsonl file -> the records file."""
     path = Path(path)
     return RunDir(path).records if path.is_dir() else path
+
+
+def read_env(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's env.json; {} when it is missing or unreadable (the records
+    still hold hostname, device and versions)."""
+    try:
+        env = json.loads(RunDir(Path(run_dir)).env.read_text())
+    except (OSError, ValueError):
+        return {}
+    return env if isinstance(env, dict) else {}
 
 
 def _column(name: str) -> str:

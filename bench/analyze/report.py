@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.analyze.arithmetic import ARITHMETIC_LEGEND, arithmetic_table
 from bench.analyze.breakdown import BREAKDOWN_LEGEND, breakdown_table
-from bench.analyze.load import latest, load_records
+from bench.analyze.load import latest, load_records, read_env
 from bench.analyze.overhead import OVERHEAD_LEGEND, overhead_table
 from bench.analyze.pages import Section, html_page, markdown_page
 from bench.analyze.summary import not_run, summarize
@@ -96,10 +96,8 @@ def write_report(run_dir: str | Path) -> str:
 
 def env_summary(run_dir: RunDir, df: pd.DataFrame) -> list[tuple[str, str]]:
     """Short (label, value) lines from env.json, falling back to the records' env_key."""
-    try:
-        env = pd.json_normalize(json.loads(run_dir.env.read_text())).iloc[0].to_dict()
-    except (OSError, ValueError):
-        env = {}
+    found = read_env(run_dir.path)
+    env = pd.json_normalize(found).iloc[0].to_dict() if found else {}
     lines = []
     for label, key in ENV_LINES:
         value = env.get(key)
