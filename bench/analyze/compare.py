@@ -1,84 +1,58 @@
-"""Line two runs up cell by cell and say faster / slower / within noise /
-inconclusive / broken / fixed.
+"""Line two runs up cell by cell and say faster / slower / same / inconclusive /
+broken / fixed, and what the regression gate sees in each cell (bench.analyze.gate).
 
-A throughput change counts only when it is larger than ``--threshold`` percent
-AND it stands out of the noise: by Welch's t-test over the repeats (p < 0.05), or,
-where the repeats are too few to tell, by a block bootstrap over the per-step
-values (bench.analyze.noise). A significant but tiny change is not worth a CI
-failure; a big change the data cannot separate from noise is "inconclusive", with
-the number of repeats that would decide.
+The throughput verdict comes from the repeats alone (bench.analyze.noise): the
+change in the mean of log throughput, Welch's t-interval, the threshold on both
+sides. Steps inside a repeat share its process and never decide.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from bench.analyze.gate import cell_alarms
 from bench.analyze.identity import NAME_KEYS, VERSION_KEYS
 from bench.analyze.load import latest
-from bench.analyze.noise import ALPHA, repeats_needed, step_interval
+from bench.analyze.noise import INCONCLUSIVE, decide, repeats_needed
 from bench.analyze.summary import sort_key, stability
 from bench.analyze.tables import fmt
 from bench.metrics import COMPARED_METRICS
 
 # Medians over ok repeats, compared as B / A; throughput (the first) also gets a verdict.
 METRICS = COMPARED_METRICS
+VERDICT_FIELDS = ("verdict", "change_pct", "ci_low_pct", "ci_high_pct", "p_value",
+                  "detectable_pct", "repeats_needed", "basis")
 
 
-def welch_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided Welch t-test p-value; identical repeats give 0 or 1 instead of NaN."""
-    if a.var() == 0 and b.var() == 0:  # scipy returns NaN here; the answer is plain
-        return 0.0 if a.mean() != b.mean() else 1.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def throughput_verdict(a: Any, b: Any, threshold: float = 5.0, raws_a: Sequence[Any] = (),
-                       raws_b: Sequence[Any] = ()) -> tuple[str, float, float, str]:
-    """(verdict, change % of the median B vs A, p-value or NaN, how it was decided).
-
-    A change within the threshold is "within noise". Beyond it, the repeats decide
-    when they can: Welch's p < ALPHA with >= 2 repeats a side, or p >= ALPHA with as
-    many repeats as a change of this size needs (bench.analyze.noise). When they
-    cannot, the per-step values (``raws_*``: the records' raw blocks) decide by their
-    block-bootstrap interval: an interval that excludes no change calls it; else the
-    verdict is "inconclusive", with the repeats that would decide."""
+def throughput_verdict(a: Any, b: Any, threshold: float = 5.0) -> dict[str, Any]:
+    """The verdict on samples/s of B against A from their repeats' values: the
+    fields of VERDICT_FIELDS (percentages of A; NaN where they cannot be computed).
+    ``threshold`` in percent."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    change = (np.median(b) / np.median(a) - 1) * 100
-    direction = "faster" if change > 0 else "slower"
-    p, needed = math.nan, None
-    if len(a) >= 2 and len(b) >= 2:
-        p = welch_p(a, b)
-        if abs(change) > threshold and p < ALPHA:
-            return direction, change, p, f"p={p:.2g}"
-        needed = repeats_needed(a, b, change / 100)
-        if abs(change) <= threshold or (needed is not None and needed <= min(len(a), len(b))):
-            return "within noise", change, p, f"p={p:.2g}"
-    elif abs(change) <= threshold:
-        return "within noise", change, p, "n=1: threshold only"
-    interval = step_interval(raws_a, raws_b)
-    if interval is not None:
-        low, high = (100 * bound for bound in interval)
-        basis = f"steps: 95% CI {low:+.1f}%..{high:+.1f}%"
-        if low > 0 or high < 0:
-            return direction, change, p, basis
-        return INCONCLUSIVE, change, p, basis + _needing(needed)
-    return INCONCLUSIVE, change, p, (f"p={p:.2g}" if p == p else "n=1") + _needing(needed)
-
-
-def _needing(needed: int | None) -> str:
-    return f"; needs ~{needed} repeats a side" if needed else "; needs >= 3 repeats a side"
+    found = decide(np.log(a), np.log(b), threshold / 100)
+    sigma = float(found.sigma)
+    needed = repeats_needed(sigma, threshold / 100)
+    row = {"verdict": str(found.verdict), "change_pct": 100 * float(found.change),
+           "ci_low_pct": 100 * float(found.low), "ci_high_pct": 100 * float(found.high),
+           "p_value": float(found.p_value), "detectable_pct": 100 * float(found.detectable),
+           "repeats_needed": needed}
+    if min(len(a), len(b)) < 2:
+        basis = f"n={len(a)}/{len(b)}: one repeat has no spread to test against"
+    else:
+        basis = f"p={row['p_value']:.2g}"
+    if row["verdict"] == INCONCLUSIVE:
+        basis += (f"; ~{needed} repeats a side would decide {threshold:g}%" if needed
+                  else "; >= 3 repeats a side would size the noise")
+    return row | {"basis": basis}
 
 
 # A cell measured in A whose B records are all failed, timeout, oom or interrupted: a
 # regression, as much as a slower one. The reverse is a fix.
 BROKEN, FIXED = "broken", "fixed"
-# Beyond the threshold, but neither the repeats nor the steps can tell it from noise.
-INCONCLUSIVE = "inconclusive"
 
 
 def status_verdict(present: str, ok_a: int, ok_b: int) -> str:
@@ -92,8 +66,11 @@ def status_verdict(present: str, ok_a: int, ok_b: int) -> str:
     return "not comparable"
 
 
-def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd.DataFrame:
-    """One row per cell in either run (frames from load_records): medians, B/A ratios, verdict.
+def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
+                 accuracy_points: float = 1.0) -> pd.DataFrame:
+    """One row per cell in either run (frames from load_records): medians, B/A ratios,
+    the verdict and the gate's alarms (bench.analyze.gate; ``accuracy_points``: the
+    largest accuracy drop of an accuracy cell, in percentage points).
 
     ``present`` is "both", "A only" or "B only"; a cell present in both runs
     without an ok repeat on one side gets the verdict "not comparable".
@@ -102,9 +79,12 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
     cells = pd.concat([b, a]).drop_duplicates("cell_id")
     cells = cells.assign(total_devices=cells.get("devices", 1) * cells.get("num_nodes", 1))
     rows = []
+    groups = {name: dict(tuple(run.groupby("cell_id", sort=False)))
+              for name, run in (("a", a), ("b", b))}
+    empty = a.iloc[:0]
     for cell in sorted(cells.to_dict("records"), key=sort_key):
         cell_id = cell["cell_id"]
-        side = {name: run[run["cell_id"] == cell_id] for name, run in (("a", a), ("b", b))}
+        side = {name: groups[name].get(cell_id, empty) for name in ("a", "b")}
         ok = {name: recs[recs["status"] == "ok"] for name, recs in side.items()}
         present = ("both" if len(side["a"]) and len(side["b"])
                    else "A only" if len(side["a"]) else "B only")
@@ -116,13 +96,12 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
             row[f"{column}_ratio"] = med_b / med_a if med_a else math.nan
         sps = {name: ok[name]["samples_per_s"].dropna() for name in ("a", "b")}
         if present == "both" and len(sps["a"]) and len(sps["b"]):
-            row["verdict"], row["change_pct"], row["p_value"], row["basis"] = (
-                throughput_verdict(sps["a"], sps["b"], threshold,
-                                   list(ok["a"]["raw"]), list(ok["b"]["raw"])))
+            row.update(throughput_verdict(sps["a"], sps["b"], threshold))
         else:
             statuses = {n: "/".join(side[n]["status"].unique()) for n in ("a", "b")}
-            row.update(verdict=status_verdict(present, len(sps["a"]), len(sps["b"])),
-                       change_pct=math.nan, p_value=math.nan,
+            row.update(dict.fromkeys(VERDICT_FIELDS, math.nan),
+                       verdict=status_verdict(present, len(sps["a"]), len(sps["b"])),
+                       repeats_needed=None,
                        basis=f"A: {statuses['a'] or '-'}, B: {statuses['b'] or '-'}")
             if row["verdict"] == BROKEN:  # why B did not measure: its last reason
                 reasons = side["b"]["reason"].dropna()
@@ -131,6 +110,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0) -> pd
         row["caveats"] = ", ".join(
             f"{name.upper()} {flag}" for name in ("a", "b") if len(ok[name])
             for flag, on in stability(ok[name]).items() if flag in ("unstable", "busy") and on)
+        row["alarms"] = "; ".join(cell_alarms(side["a"], side["b"], accuracy_points)
+                                  if present == "both" else [])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -145,21 +126,39 @@ def describe(df: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
+def _percent(value: Any) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:+.1f}%"
+
+
 def display_table(result: pd.DataFrame) -> pd.DataFrame:
     """Cells in both runs as display strings; metrics nobody measured are dropped."""
     both = result[result["present"] == "both"]
     rows = []
     for r in both.to_dict("records"):
+        interval = ("-" if pd.isna(r["ci_low_pct"])
+                    else f"{r['ci_low_pct']:+.1f}..{r['ci_high_pct']:+.1f}%")
         row = {"cell": r["cell_id"], "n A/B": f"{r['n_a']}/{r['n_b']}",
                "samples/s A": fmt(r["samples_per_s_a"]), "samples/s B": fmt(r["samples_per_s_b"]),
-               "change": "-" if pd.isna(r["change_pct"]) else f"{r['change_pct']:+.1f}%",
+               "change": _percent(r["change_pct"]), "95% CI": interval,
                "verdict": r["verdict"] + (f" ({r['caveats']})" if r.get("caveats") else ""),
-               "basis": r["basis"]}
+               "detectable": ("-" if pd.isna(r["detectable_pct"])
+                              else f"+-{r['detectable_pct']:.1f}%"),
+               "basis": r["basis"], "alarms": r.get("alarms") or "-"}
         for metric in METRICS[1:]:
             row[f"{metric.label} B/A"] = fmt(r[f"{metric.name}_ratio"], "x")
         rows.append(row)
     table = pd.DataFrame(rows, columns=None if rows else ["cell", "verdict"])
     return table[[c for c in table.columns if (table[c] != "-").any() or c == "cell"]]
+
+
+LEGEND = (
+    "change: B against A, the ratio of the geometric means of the repeats' samples/s; "
+    "95% CI: Welch's t-interval of that change (log scale), from the repeats only",
+    "faster / slower: Welch's test p < 0.05 and the change beyond the threshold; same: the "
+    "90% interval (TOST at 0.05) inside +-threshold; inconclusive: neither",
+    "detectable: the smallest change this pair could find in 80% of comparisons at its "
+    "noise; basis: the p-value, and for inconclusive the repeats a side that would decide",
+)
 
 
 def side_by_side(runs: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:

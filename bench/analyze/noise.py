@@ -1,80 +1,109 @@
-"""How much a throughput change can be trusted, from the repeats and from the steps.
+"""How far a throughput change between two runs of one cell can be trusted.
 
-Repeats are the honest unit (each is a fresh process on the machine as it was
-then), but two or three of them cannot see a 30% change through 10% noise. Then
-the per-step values help: 30+ steps per repeat, correlated in time (a slow stretch
-lasts several steps), so they are resampled in blocks of consecutive steps (a
-circular block bootstrap, block length ceil(n^(1/3)) of a repeat's n steps), within
-each repeat, and the throughput of each resample is its samples / its time. The
-percentile interval of B/A - 1 over ``RESAMPLES`` resamples is the change's 95%
-interval.
+The repeat (a fresh process) is the unit of evidence: steps inside one process
+share its machine state (its clocks, its memory layout, its neighbours), so they
+never decide a verdict. The statistic is the change in the mean of log throughput
+over the repeats, d = mean(log B) - mean(log A), with Welch's t-interval (the two
+runs may be unequally noisy); the change shown is exp(d) - 1 (the ratio of the
+geometric means), so the direction and the test come from one number.
 
-``repeats_needed``: how many repeats per side a two-sided test at ALPHA with 80%
-power needs to see a change of this size, given the spread the repeats show (the
-normal approximation n = 2 (z_0.975 + z_0.8)^2 cv^2 / change^2, plus one for the
-t-distribution's heavier tails).
+- ``faster`` / ``slower``: Welch's test is significant (p < ALPHA) and the change
+  is beyond the threshold.
+- ``same``: the (1 - 2 ALPHA) interval of d lies within the threshold on both sides
+  (an equivalence test, TOST at ALPHA).
+- ``inconclusive``: anything else; ``repeats_needed`` says how many repeats a side
+  would decide a change of the threshold's size at the noise seen, and
+  ``detectable_pct`` the smallest change this pair could have found with 80% power.
+
+Their error rates come from a seeded simulation (bench.analyze.power) that calls
+``decide``; ``python -m bench.compare --power`` prints them.
+
+Everything here works on arrays whose last axis holds the repeats, so that one
+call decides thousands of simulated comparisons as well as one real one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 ALPHA = 0.05
-RESAMPLES = 2000
+POWER = 0.8
 Z_TWO_SIDED, Z_POWER = 1.959964, 0.841621  # alpha 0.05 two-sided, power 0.8
+FASTER, SLOWER, SAME, INCONCLUSIVE = "faster", "slower", "same", "inconclusive"
 
 
-def step_values(raw: Any) -> tuple[np.ndarray, float] | None:
-    """(the time of each measured step: the slowest rank's, samples per step) of one
-    record's raw values; None without steps."""
-    ranks = (raw or {}).get("ranks") if isinstance(raw, dict) else None
-    if not ranks or not all(rank.get("step_s") for rank in ranks):
+@dataclass(frozen=True)
+class Decision:
+    """The verdicts of one or many comparisons (arrays of one shape, the repeats' axis
+    gone). Changes are fractions of A (exp(d) - 1); NaN where a side has < 2 repeats."""
+
+    verdict: np.ndarray  # FASTER / SLOWER / SAME / INCONCLUSIVE
+    change: np.ndarray  # exp(d) - 1
+    low: np.ndarray  # the (1 - ALPHA) interval of the change
+    high: np.ndarray
+    p_value: np.ndarray
+    detectable: np.ndarray  # the smallest |change| found with POWER at this noise
+    sigma: np.ndarray  # the pooled standard deviation of log throughput of one repeat
+
+
+def _welch(log_a: np.ndarray, log_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(d, its standard error, Welch's degrees of freedom, p) along the last axis;
+    identical repeats (no spread) give se 0 and p 0 or 1 instead of NaN."""
+    n_a, n_b = log_a.shape[-1], log_b.shape[-1]
+    d = log_b.mean(axis=-1) - log_a.mean(axis=-1)
+    var_a, var_b = log_a.var(axis=-1, ddof=1), log_b.var(axis=-1, ddof=1)
+    se = np.sqrt(var_a / n_a + var_b / n_b)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # near-identical repeats: scipy warns of catastrophic cancellation; the
+        # degenerate case is settled below, and no library warning reaches the table
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(log_b, log_a, axis=-1, equal_var=False)
+    flat = se <= 1e-12 * np.maximum(np.abs(log_a.mean(axis=-1)), 1.0)
+    p = np.where(flat, np.where(np.abs(d) > 1e-12, 0.0, 1.0), result.pvalue)
+    df = np.asarray(result.df, float)
+    return d, np.where(flat, 0.0, se), np.where(flat, n_a + n_b - 2, df), p
+
+
+def decide(log_a: np.ndarray, log_b: np.ndarray, threshold: float,
+           alpha: float = ALPHA) -> Decision:
+    """The verdict of B against A from the log throughputs of their repeats (last
+    axis); ``threshold`` is a fraction (0.05 = 5%)."""
+    log_a, log_b = np.asarray(log_a, float), np.asarray(log_b, float)
+    shape = np.broadcast_shapes(log_a.shape[:-1], log_b.shape[:-1])
+    if min(log_a.shape[-1], log_b.shape[-1]) < 2:  # no spread to test against
+        d = np.broadcast_to(log_b.mean(axis=-1) - log_a.mean(axis=-1), shape)
+        nan = np.full(shape, np.nan)
+        spread = [side.std(axis=-1, ddof=1) for side in (log_a, log_b) if side.shape[-1] > 1]
+        sigma = np.broadcast_to(spread[0], shape) if spread else nan
+        return Decision(np.full(shape, INCONCLUSIVE, dtype=object), np.expm1(d), nan, nan,
+                        nan, nan, sigma)
+    d, se, df, p = _welch(log_a, log_b)
+    half = stats.t.ppf(1 - alpha / 2, df) * se
+    half_tost = stats.t.ppf(1 - alpha, df) * se
+    lower, upper = math.log1p(-threshold) if threshold < 1 else -np.inf, math.log1p(threshold)
+    beyond = (d < lower) | (d > upper)
+    verdict = np.where((p < alpha) & beyond, np.where(d > 0, FASTER, SLOWER),
+                       np.where((d - half_tost >= lower) & (d + half_tost <= upper),
+                                SAME, INCONCLUSIVE)).astype(object)
+    n_a, n_b = log_a.shape[-1], log_b.shape[-1]
+    sigma = np.sqrt(((n_a - 1) * log_a.var(axis=-1, ddof=1)
+                     + (n_b - 1) * log_b.var(axis=-1, ddof=1)) / (n_a + n_b - 2))
+    detectable = np.expm1((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(POWER, df)) * se)
+    return Decision(verdict, np.expm1(d), np.expm1(d - half), np.expm1(d + half), p,
+                    detectable, sigma)
+
+
+def repeats_needed(sigma: float, change: float) -> int | None:
+    """Repeats per side that a two-sided test at ALPHA with 80% power needs to see a
+    change of ``change`` (a fraction) when one repeat's log throughput varies by
+    ``sigma``: n = 2 (z_0.975 + z_0.8)^2 sigma^2 / log(1 + change)^2, plus one for
+    the t-distribution's heavier tails (so at least 2). None without a spread."""
+    if math.isnan(sigma) or sigma <= 0 or change == 0 or change <= -1:
         return None
-    steps = min(len(rank["step_s"]) for rank in ranks)
-    times = np.max([rank["step_s"][:steps] for rank in ranks], axis=0)
-    samples = sum(rank.get("samples", 0) / len(rank["step_s"]) for rank in ranks)
-    return np.asarray(times, float), float(samples)
-
-
-def _resampled_throughput(repeats: list[tuple[np.ndarray, float]],
-                          rng: np.random.Generator) -> np.ndarray:
-    """RESAMPLES throughputs of one side, each over block-resampled steps of every repeat."""
-    time = np.zeros(RESAMPLES)
-    samples = 0.0
-    for times, per_step in repeats:
-        n = len(times)
-        block = max(1, math.ceil(n ** (1 / 3)))
-        blocks = math.ceil(n / block)
-        starts = rng.integers(0, n, size=(RESAMPLES, blocks))
-        index = (starts[:, :, None] + np.arange(block)) % n  # circular blocks
-        time += times[index.reshape(RESAMPLES, -1)[:, :n]].sum(axis=1)
-        samples += per_step * n
-    return samples / time
-
-
-def step_interval(raws_a: Sequence[Any], raws_b: Sequence[Any],
-                  seed: int = 0) -> tuple[float, float] | None:
-    """The 95% interval of B/A - 1 in throughput from the per-step values (block
-    bootstrap); None where a side has no steps."""
-    sides = [[v for v in map(step_values, raws) if v is not None] for raws in (raws_a, raws_b)]
-    if not all(sides):
-        return None
-    rng = np.random.default_rng(seed)
-    a, b = (_resampled_throughput(side, rng) for side in sides)
-    change = b / a - 1
-    return (float(np.percentile(change, 100 * ALPHA / 2)),
-            float(np.percentile(change, 100 * (1 - ALPHA / 2))))
-
-
-def repeats_needed(a: np.ndarray, b: np.ndarray, change: float) -> int | None:
-    """Repeats per side that would decide a change of ``change`` (a fraction); None
-    when the repeats show no spread to size it by (a single repeat)."""
-    spreads = [side.std(ddof=1) / side.mean() for side in (a, b) if len(side) > 1]
-    if not spreads or change == 0:
-        return None
-    cv = math.sqrt(sum(s * s for s in spreads) / len(spreads))
-    return max(2, math.ceil(2 * (Z_TWO_SIDED + Z_POWER) ** 2 * cv**2 / change**2) + 1)
+    effect = math.log1p(change)
+    return math.ceil(2 * (Z_TWO_SIDED + Z_POWER) ** 2 * sigma**2 / effect**2) + 1

@@ -1,86 +1,92 @@
-"""bench.analyze.noise and the compare verdict: "within noise" means it; too few
-repeats give "inconclusive" with the repeats that would decide, and the per-step
-values (block bootstrap) give the test its power."""
+"""bench.analyze.noise: the verdict on a change from the repeats, its direction and
+its test from one statistic, "same" only when the interval says so, and the
+repeats a side that would decide, against hand-computed values."""
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
-from typing import Any
+import math
+import warnings
 
 import numpy as np
 import pytest
 
-from bench.analyze.compare import INCONCLUSIVE, throughput_verdict
-from bench.analyze.load import load_records
-from bench.analyze.noise import repeats_needed, step_interval
-
-REFERENCE = Path(__file__).resolve().parents[3] / "results/reference/cpu-AMD-EPYC-2-cores"
-TUTORIAL = "cpu-1x-single-32-true-bs64-torchvision"
+from bench.analyze.compare import throughput_verdict
+from bench.analyze.noise import FASTER, INCONCLUSIVE, SAME, SLOWER, decide, repeats_needed
 
 
-@pytest.fixture(scope="module")
-def tutorial() -> tuple[list[float], list[dict[str, Any]]]:
-    """The committed reference's tutorial-default cell: 3 repeats, about 214/s."""
-    df = load_records(REFERENCE)
-    cell = df[(df["cell_id"] == TUTORIAL) & (df["status"] == "ok")]
-    return list(cell["samples_per_s"]), list(cell["raw"])
+def test_a_tight_ten_percent_drop_is_slower_with_its_interval() -> None:
+    a, b = [100.0, 101.0, 99.0], [90.0, 91.0, 89.0]
+    found = decide(np.log(a), np.log(b), 0.05)
+    # the ratio of the geometric means, by hand
+    expected = math.exp(sum(map(math.log, b)) / 3 - sum(map(math.log, a)) / 3) - 1
+    assert found.verdict == SLOWER
+    assert float(found.change) == pytest.approx(expected) == pytest.approx(-0.1, abs=1e-3)
+    assert float(found.low) < expected < float(found.high) < -0.05
+    assert float(found.p_value) < 0.001
 
 
-def slowed(raw: dict[str, Any], factor: float) -> dict[str, Any]:
-    """The same steps, each ``factor`` times as long (a uniformly slower machine)."""
-    raw = copy.deepcopy(raw)
-    for rank in raw["ranks"]:
-        rank["step_s"] = [s * factor for s in rank["step_s"]]
-    return raw
+def test_direction_and_interval_come_from_one_statistic() -> None:
+    """A = [1, 1, 2]x, B = 1.10x: the medians say +10%, the geometric means -12.7%.
+    The verdict follows the mean of logs, the interval brackets it, and nothing is
+    called faster on a median that the test does not back."""
+    row = throughput_verdict([100.0, 100.0, 200.0], [110.0, 110.0, 110.0])
+    assert row["change_pct"] == pytest.approx(100 * (1.1 / 2 ** (1 / 3) - 1))
+    assert row["ci_low_pct"] < row["change_pct"] < row["ci_high_pct"]
+    assert row["verdict"] == INCONCLUSIVE
 
 
-def test_two_slower_repeats_are_not_called_within_noise(tutorial: tuple) -> None:
-    """A run of the tutorial cell elsewhere: 2 repeats at 140 and 170/s against 214/s.
-    A Welch test over 3 and 2 repeats cannot see it (p about 0.12)."""
-    values, raws = tutorial
-    b_values = [140.0, 170.0]
-    b_raws = [slowed(raws[0], values[0] / 140), slowed(raws[1], values[1] / 170)]
-    # Without the steps: the repeats cannot decide, and say how many would.
-    verdict, change, p, basis = throughput_verdict(values, b_values)
-    assert verdict == INCONCLUSIVE and p > 0.05 and change == pytest.approx(-27.6, abs=0.5)
-    assert "needs ~" in basis and "repeats a side" in basis
-    # With them: the block bootstrap over the steps calls it.
-    verdict, _, _, basis = throughput_verdict(values, b_values, 5.0, raws, b_raws)
-    assert verdict == "slower" and basis.startswith("steps: 95% CI")
+def test_same_needs_the_whole_interval_inside_the_threshold() -> None:
+    tight = np.array([100.0, 100.1, 99.9])
+    # significant (p tiny) but -3%, its 90% interval inside +-5%: the same speed
+    assert throughput_verdict(tight, tight * 0.97)["verdict"] == SAME
+    # a -3% change whose interval reaches past -5%: not the same, not slower either
+    loose = np.array([100.0, 104.0, 96.0])
+    row = throughput_verdict(loose, loose * 0.97)
+    assert row["verdict"] == INCONCLUSIVE and row["ci_low_pct"] < -5
+    assert "repeats a side would decide 5%" in row["basis"]
 
 
-def test_the_same_steps_twice_are_within_noise_and_the_interval_holds_zero(
-        tutorial: tuple) -> None:
-    values, raws = tutorial
-    low, high = step_interval(raws, raws)  # type: ignore[misc]
-    assert low < 0 < high and high - low < 0.05
-    assert throughput_verdict(values, values, 5.0, raws, raws)[0] == "within noise"
+def test_one_repeat_a_side_is_never_a_verdict() -> None:
+    for b in (103.0, 110.0, 68.5):
+        row = throughput_verdict([100.0], [b])
+        assert row["verdict"] == INCONCLUSIVE and "n=1/1" in row["basis"]
+        assert row["change_pct"] == pytest.approx(b - 100)
+    # the other side's spread still sizes the repeats needed
+    assert throughput_verdict([100.0, 110.0, 90.0], [80.0])["repeats_needed"] > 3
 
 
-def test_step_interval_brackets_a_known_slowdown(tutorial: tuple) -> None:
-    _, raws = tutorial
-    interval = step_interval(raws, [slowed(raw, 1 / 0.8) for raw in raws])
-    assert interval is not None
-    low, high = interval
-    assert low < -0.2 < high  # 20% fewer samples/s, within the interval
-    assert high < 0
+def test_identical_repeats_decide_plainly_and_near_identical_ones_warn_nothing() -> None:
+    assert throughput_verdict([100, 100], [90, 90])["verdict"] == SLOWER
+    assert throughput_verdict([100, 100], [110, 110])["verdict"] == FASTER
+    assert throughput_verdict([100, 100], [100, 100])["verdict"] == SAME
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's precision-loss warning would raise here
+        row = throughput_verdict([100.0, 100.0 + 1e-13, 100.0], [100.0, 100.0, 100.0 - 1e-13])
+    assert row["verdict"] == SAME
 
 
-def test_noisy_steps_and_few_repeats_stay_inconclusive() -> None:
-    """Steps that vary as much as the change: the interval holds zero."""
-    rng = np.random.default_rng(1)
-
-    def raw(mean: float) -> dict[str, Any]:
-        steps = list(np.clip(rng.normal(mean, 0.4 * mean, 30), 0.01, None))
-        return {"ranks": [{"rank": 0, "step_s": steps, "samples": 30 * 64}]}
-
-    verdict, _, _, basis = throughput_verdict([100.0], [90.0], 5.0, [raw(0.64)], [raw(0.70)])
-    assert verdict == INCONCLUSIVE and "CI" in basis
+def test_repeats_needed_is_the_formula() -> None:
+    """n = 2 (1.959964 + 0.841621)^2 sigma^2 / log(1 + change)^2, rounded up, plus one."""
+    assert repeats_needed(0.1, 0.05) == 67  # 65.94 -> 66 + 1
+    assert repeats_needed(0.1, -0.05) == 61  # |log 0.95| is larger: 59.66 -> 60 + 1
+    assert repeats_needed(0.03, 0.1) == 3  # 1.555 -> 2 + 1
+    assert repeats_needed(float("nan"), 0.1) is None
+    assert repeats_needed(0.1, 0.0) is None
 
 
-def test_repeats_needed_grows_with_the_noise() -> None:
-    tight, loose = np.array([100, 101, 99.0]), np.array([100, 120, 80.0])
-    assert repeats_needed(tight, tight * 0.9, -0.1) == 2
-    assert repeats_needed(loose, loose * 0.9, -0.1) > 10
-    assert repeats_needed(np.array([100.0]), np.array([90.0]), -0.1) is None
+def test_detectable_change_is_the_t_quantiles_times_the_standard_error() -> None:
+    """log A = (0, 0.1, 0.2), B the same: se = sqrt(2 x 0.01 / 3), 4 degrees of
+    freedom; (t_0.975 + t_0.8) = 2.7764 + 0.9410 (tables): +35.5%."""
+    log_a = np.array([0.0, 0.1, 0.2])
+    found = decide(log_a, log_a.copy(), 0.05)
+    assert float(found.detectable) == pytest.approx(0.3546, abs=1e-4)
+    assert float(found.sigma) == pytest.approx(0.1)
+    assert found.verdict == INCONCLUSIVE  # 3 repeats at 10% cannot show +-5%
+
+
+def test_decide_works_on_many_comparisons_at_once() -> None:
+    rng = np.random.default_rng(0)
+    log_a = rng.normal(0, 0.01, (4, 5))
+    log_b = log_a + np.array([[0.0], [-0.2], [0.2], [0.001]])
+    verdicts = decide(log_a, log_b, 0.05).verdict
+    assert list(verdicts) == [SAME, SLOWER, FASTER, SAME]
