@@ -1,10 +1,12 @@
-"""The history plot: per cell, samples/s per run with its min-max band and the
-change points marked (bench.analyze.history finds them)."""
+"""The history plot: per cell, samples/s per run with its min-max band, the
+change points marked and the baseline's level and band (bench.analyze.history
+finds them)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -29,6 +31,7 @@ def plot_history(history: pd.DataFrame, runs: list[Run], out_dir: Path) -> list[
         ax.fill_between(group["run"], group["min"], group["max"], color="#1f77b4", alpha=0.2,
                         label="min-max over repeats")
         ax.plot(group["run"], group["median"], marker="o", color="#1f77b4", label="median")
+        _baseline(ax, group)
         for r in group[group["mark"].notna()].to_dict("records"):
             color = "#d62728" if r["change"] < 0 else "#2ca02c"
             ax.axvline(r["run"], color=color, linestyle="--", linewidth=1)
@@ -51,3 +54,16 @@ def plot_history(history: pd.DataFrame, runs: list[Run], out_dir: Path) -> list[
         ax.legend(fontsize=8, loc="best")
         paths.append(save_figure(fig, out_dir, f"history-{re.sub(UNSAFE, '_', str(cell_id))}.png"))
     return paths
+
+
+def _baseline(ax: Any, group: pd.DataFrame) -> None:
+    """The baseline level (a line from its first run on) and its band (shaded): a run
+    outside the band is beyond it, two in a row a confirmed change."""
+    base = group[group["in_baseline"]]
+    if base.empty:
+        return
+    level, band = float(base["base_level"].iloc[0]), float(base["base_band"].iloc[0])
+    span = [base["run"].min(), group["run"].max()]
+    ax.plot(span, [level, level], color="#7f7f7f", linestyle=":", linewidth=1,
+            label="baseline (median of its runs) and band")
+    ax.fill_between(span, level / (1 + band), level * (1 + band), color="#7f7f7f", alpha=0.1)
