@@ -111,19 +111,29 @@ def _strategy_rank(strategy: Any) -> int:
     return order.index(strategy) if strategy in order else len(order)
 
 
+def throughput_figure(summary: pd.DataFrame) -> plt.Figure | None:
+    """The throughput bars, not yet saved (what a test reads the panels of)."""
+    return _cell_bars(summary, "samples_per_s", 1.0, "samples / s (global, all devices)",
+                      "Training throughput per cell (median; error bar = min-max over repeats)",
+                      ",.0f", spread=True)
+
+
 def plot_throughput(summary: pd.DataFrame, out_dir: Path) -> Path | None:
-    fig = _cell_bars(summary, "samples_per_s", 1.0, "samples / s (global, all devices)",
-                     "Training throughput per cell (median; error bar = min-max over repeats)",
-                     ",.0f", spread=True)
+    fig = throughput_figure(summary)
     return save_figure(fig, out_dir, "throughput.png") if fig else None
 
 
-def plot_mfu(summary: pd.DataFrame, out_dir: Path) -> Path | None:
+def mfu_figure(summary: pd.DataFrame) -> plt.Figure | None:
+    """The MFU bars, each panel naming the peaks its accelerator is divided by."""
     if not len(summary):
         return None
-    fig = _cell_bars(summary, "mfu", 100.0, "MFU (% of peak dense TFLOPS)",
-                     "Model FLOPs utilisation per cell (achieved / peak TFLOPS)", ".2f",
-                     suffix="%", panel_note=("peak_source", "peak"))
+    return _cell_bars(summary, "mfu", 100.0, "MFU (% of peak dense TFLOPS)",
+                      "Model FLOPs utilisation per cell (achieved / peak TFLOPS)", ".2f",
+                      suffix="%", panel_note=("peak_source", "peak"))
+
+
+def plot_mfu(summary: pd.DataFrame, out_dir: Path) -> Path | None:
+    fig = mfu_figure(summary)
     return save_figure(fig, out_dir, "mfu.png") if fig else None
 
 

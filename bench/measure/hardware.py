@@ -63,21 +63,29 @@ def _memory_gib() -> float | None:
     return None
 
 
-@cache
-def cpu_fingerprint() -> dict[str, Any]:
-    try:
-        info = _first_cpu(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        info = {}
+def cpuinfo_fingerprint(text: str) -> dict[str, Any]:
+    """The part of the fingerprint that /proc/cpuinfo's text tells: vendor, family,
+    model, stepping, model name (None where the text has no such line) and the ISA
+    flags that matter, in ``ISA_FLAGS``' order whatever the text's. Apart from the
+    file, so that a test can give it a known text."""
+    info = _first_cpu(text)
     fingerprint: dict[str, Any] = {key: None for key in dict.fromkeys(CPUINFO_KEYS.values())}
     for key, name in CPUINFO_KEYS.items():
         if key in info and fingerprint[name] is None:
             fingerprint[name] = info[key]
     flags = set((info.get("flags") or info.get("Features") or "").split())
+    return fingerprint | {"isa": " ".join(flag for flag in ISA_FLAGS if flag in flags)}
+
+
+@cache
+def cpu_fingerprint() -> dict[str, Any]:
+    try:
+        fingerprint = cpuinfo_fingerprint(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        fingerprint = cpuinfo_fingerprint("")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return fingerprint | {
         "model_name": fingerprint["model_name"] or platform.processor() or platform.machine(),
-        "isa": " ".join(flag for flag in ISA_FLAGS if flag in flags),
         "cores": os.cpu_count(), "cores_usable": usable, "memory_gib": _memory_gib(),
         "caches": _caches()}
 

@@ -21,8 +21,10 @@ from mnist_core.model import MnistNet
 BATCH = 64
 
 
-def make_step(precision: str, impl: str) -> Callable[[], torch.Tensor]:
-    """The raw control's own step (bench.execute.backends), not a copy of it."""
+def make_step(precision: str, impl: str) -> tuple[Callable[[], torch.Tensor], Plain]:
+    """The raw control's engine (bench.execute.backends.engines), not a copy of it: its
+    model, optimizer and autocast, stepped by ``train_step`` (the same zero_grad,
+    backward and step the raw loop calls, without the clock's marks between them)."""
     torch.manual_seed(0)
     device = torch.device("cpu")
     engine = Plain(Cell(precision=precision, optimizer_impl=impl), MnistNet(), device)
@@ -35,14 +37,19 @@ def make_step(precision: str, impl: str) -> Callable[[], torch.Tensor]:
         engine.train_step(loss)
         return loss.detach()
 
-    return step
+    return step, engine
 
 
 @pytest.mark.parametrize("impl", ["default", "foreach", "fused"])
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
 def test_training_step(benchmark: pytest.FixtureRequest, precision: str, impl: str) -> None:
-    step = make_step(precision, impl)
+    step, engine = make_step(precision, impl)
     step()  # warm-up: first-call allocations and kernel selection
+    before = [p.detach().clone() for p in engine.module.parameters()]
     benchmark.extra_info["samples_per_step"] = BATCH
     loss = benchmark(step)
     assert torch.isfinite(loss)
+    # A step that timed nothing would be fast: every parameter must have moved (Adam
+    # moves each by about lr, whatever its gradient's scale).
+    after = list(engine.module.parameters())
+    assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))

@@ -44,7 +44,9 @@ class Plain:
         self.scaler.update()
 
     def train_step(self, loss: torch.Tensor) -> None:
-        """Zero the gradients, backward, step: one step without phase marks."""
+        """Zero the gradients, backward, step: the raw loop's calls in its order
+        (bench.execute.backends.raw marks the clock between them instead), for the
+        microbenchmarks of one step (tests/benchmarks)."""
         self.zero_grad()
         self.backward(loss)
         self.step()

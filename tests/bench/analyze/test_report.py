@@ -215,13 +215,34 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "records.jsonl" in capsys.readouterr().err
 
 
-def test_plots_panel_per_accelerator(tmp_path: Path) -> None:
+def panels(figure: Any) -> list[tuple[str, list[str]]]:
+    """(title, the y labels of its bars: cell ids and bold strategy headers) per panel."""
+    try:
+        return [(ax.get_title(), [t.get_text() for t in ax.get_yticklabels()])
+                for ax in figure.axes]
+    finally:
+        plots.plt.close(figure)
 
+
+def test_plots_panel_per_accelerator(tmp_path: Path) -> None:
+    """CPU bars vanish next to GPU bars on one axis: each accelerator gets its own panel,
+    holding its own cells; the MFU panel names the peak that accelerator divides by."""
     records = [make_record(sps=50), make_record("ddp", 2, sps=90),
                make_record(accelerator="cuda", sps=5000, peak_source="table:NVIDIA H100"),
-               make_record("ddp", 2, accelerator="cuda", sps=9000)]
+               make_record("ddp", 2, accelerator="cuda", sps=9000,
+                           peak_source="table:NVIDIA H100")]
     df = load.load_records(write_run(tmp_path / "r", records))
-    made = plots.make_plots(df, summaries.summarize(df), tmp_path / "plots")
+    summary = summaries.summarize(df)
+    made = plots.make_plots(df, summary, tmp_path / "plots")
     assert {p.name for p in made} == {"throughput.png", "scaling.png", "mfu.png", "loss.png",
                                       "time_breakdown.png"}
     assert plots.plot_scaling(summaries.summarize(df.iloc[:1]), tmp_path / "none") is None
+
+    cells = {accelerator: {f"{accelerator}-1x-single-32-true-bs64-tensor", "single:",
+                           f"{accelerator}-2x-ddp-32-true-bs64-tensor", "ddp:"}
+             for accelerator in ("cpu", "cuda")}
+    throughput = panels(plots.throughput_figure(summary))
+    assert [title for title, _ in throughput] == ["accelerator: cpu", "accelerator: cuda"]
+    assert [set(labels) for _, labels in throughput] == [cells["cpu"], cells["cuda"]]
+    assert [title for title, _ in panels(plots.mfu_figure(summary))] == [
+        "accelerator: cpu (peak: calibrated)", "accelerator: cuda (peak: table:NVIDIA H100)"]

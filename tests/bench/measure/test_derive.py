@@ -90,6 +90,48 @@ def test_memory_peaks_are_the_max_over_ranks() -> None:
     assert derive(raw, 2)["peak_mem_alloc_mb"] == 50.0
 
 
+def test_host_step_p50_reads_the_host_clock_where_it_is_kept() -> None:
+    """On CUDA step_s is the device's (CUDA events) and host_step_s the host's: the
+    host figure shows a step the host waits on (a sync) that the device does not."""
+    raw = two_ranks()  # device steps 1..10 ms over the two ranks
+    raw["ranks"][0]["host_step_s"] = [0.020, 0.030, 0.040, 0.050, 0.060]
+    raw["ranks"][1]["host_step_s"] = [0.070, 0.080, 0.090, 0.100, 0.110]
+    metrics = derive(raw, world_size=2)
+    assert metrics["host_step_ms_p50"] == pytest.approx(65.0)  # (60 + 70) / 2, pooled
+    assert metrics["step_ms_p50"] == pytest.approx(5.5)  # still the device's
+
+
+def test_host_step_p50_is_the_step_time_where_there_is_one_clock() -> None:
+    assert derive(two_ranks(), world_size=2)["host_step_ms_p50"] == pytest.approx(5.5)
+
+
+MB = 2**20
+
+
+def test_model_state_is_each_kinds_largest_rank_in_mb_with_the_fp32_master_copy() -> None:
+    """Rank 0 holds the whole model (params, grads, Adam's two moments); rank 1 a ZeRO
+    half: its moments and an fp32 master copy of its half, more optimizer state in all."""
+    raw = two_ranks()
+    raw["ranks"][0]["model_state_bytes"] = {"params": 8 * MB, "grads": 8 * MB,
+                                            "optimizer_state": 16 * MB, "master_params": 0}
+    raw["ranks"][1]["model_state_bytes"] = {"params": 4 * MB, "grads": 2 * MB,
+                                            "optimizer_state": 8 * MB, "master_params": 12 * MB}
+    metrics = derive(raw, world_size=2)
+    assert metrics["params_mb"] == 8.0 and metrics["grads_mb"] == 8.0
+    assert metrics["optimizer_state_mb"] == 20.0  # rank 1: 8 MB of moments + 12 MB master
+
+
+def test_model_state_unmeasured_is_none() -> None:
+    metrics = derive(two_ranks(), world_size=2)  # a Lightning cell: no model_state_bytes
+    assert metrics["params_mb"] is None and metrics["optimizer_state_mb"] is None
+    raw = two_ranks()
+    for rank in raw["ranks"]:
+        rank["model_state_bytes"] = {"params": MB, "grads": None, "optimizer_state": MB,
+                                     "master_params": 0}
+    metrics = derive(raw, world_size=2)
+    assert metrics["params_mb"] == 1.0 and metrics["grads_mb"] is None
+
+
 def test_warmup_values_are_ignored() -> None:
     raw = two_ranks()
     raw["ranks"][0]["warmup_step_s"] = [1000.0]

@@ -5,6 +5,8 @@ is flagged, in its record and in the report; the cell's own processes are not
 from __future__ import annotations
 
 import json
+import math
+import os
 import subprocess
 import sys
 import time
@@ -21,16 +23,58 @@ from bench.measure.machine_state import Snapshot, machine_state, others
 
 CPU = torch.device("cpu")
 SPIN = [sys.executable, "-c", "import time\nend = time.time() + 120\nwhile time.time() < end: pass"]
+CORES = len(os.sched_getaffinity(0))  # what machine_state divides by
+# A pid no process can have (pid_max is at most 2**22), in a process group of its own:
+# an "other" whatever runs the tests.
+OTHER = 2**22 + 1
+
+
+def snapshots(wall_s: float, other_cpu_s: float, steal_jiffies: int = 0
+              ) -> tuple[Snapshot, Snapshot]:
+    """Before and after ``wall_s`` seconds in which OTHER used ``other_cpu_s`` CPU
+    seconds and the hypervisor stole ``steal_jiffies`` of 1000."""
+    before = Snapshot(100.0, {OTHER: ("other", 1, OTHER, 5.0)}, (10_000, 40))
+    after = Snapshot(100.0 + wall_s, {OTHER: ("other", 1, OTHER, 5.0 + other_cpu_s)},
+                     (11_000, 40 + steal_jiffies))
+    return before, after
+
+
+def test_others_under_the_threshold_leave_the_interval_quiet() -> None:
+    # 5% of the machine, by hand: 0.05 * CORES CPU seconds over 2 s on CORES CPUs
+    state = machine_state(*snapshots(2.0, 0.05 * CORES * 2.0))
+    assert state["busy"] is False
+    assert state["others_cpu"] == pytest.approx(0.05)
+    assert state["steal"] == 0.0 and state["seconds"] == 2.0
+    assert state["busiest"] == [f"other (pid {OTHER}): {0.05 * CORES:.0%} of a CPU"]
+
+
+def test_others_over_the_threshold_flag_the_interval_busy() -> None:
+    # 30% of the machine: 0.3 * CORES CPU seconds over 2 s on CORES CPUs
+    state = machine_state(*snapshots(2.0, 0.3 * CORES * 2.0))
+    assert state["busy"] is True
+    assert state["others_cpu"] == pytest.approx(0.3)
+
+
+def test_steal_over_its_threshold_alone_flags_busy() -> None:
+    quiet = machine_state(*snapshots(1.0, 0.0, steal_jiffies=40))  # 4% of 1000 jiffies
+    assert quiet["steal"] == pytest.approx(0.04) and quiet["busy"] is False
+    assert quiet["others_cpu"] == 0.0 and quiet["busiest"] == []
+    stolen = machine_state(*snapshots(1.0, 0.0, steal_jiffies=80))  # 8%
+    assert stolen["steal"] == pytest.approx(0.08) and stolen["busy"] is True
 
 
 @pytest.fixture
 def other_process() -> Iterator[subprocess.Popen]:
-    """A process outside this one's process group spinning on a CPU."""
-    process = subprocess.Popen(SPIN, start_new_session=True)
+    """A process outside this one's process group spinning on a CPU, and as many more
+    as it takes to load 30% of the usable CPUs, over the busy threshold on any machine
+    (on 2 CPUs: that one alone)."""
+    spinners = [subprocess.Popen(SPIN, start_new_session=True)
+                for _ in range(math.ceil(0.3 * CORES))]
     time.sleep(0.3)  # running before the first snapshot
-    yield process
-    process.kill()
-    process.wait()
+    yield spinners[0]
+    for process in spinners:
+        process.kill()
+        process.wait()
 
 
 def test_another_process_spinning_is_named_and_flags_the_interval_busy(
@@ -40,9 +84,11 @@ def test_another_process_spinning_is_named_and_flags_the_interval_busy(
     after = Snapshot.take(CPU)
     state = machine_state(before, after)
     assert state["busy"] is True
-    assert state["others_cpu"] > 0.3  # one spinning process of 2 CPUs: about 0.5
     spent = {pid: seconds for _, pid, seconds in others(before, after)}
     assert spent[other_process.pid] > 0.5  # of the 1 s: it spins on a whole CPU
+    # every other process's CPU seconds over the interval's, on every usable CPU
+    assert state["others_cpu"] == pytest.approx(
+        sum(spent.values()) / (state["seconds"] * CORES), abs=1e-3)
     assert state["before"]["load_1m"] is not None
 
 

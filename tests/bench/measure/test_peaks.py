@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from bench.measure import peaks as peaks_module
 from bench.measure.dtypes import dtypes
@@ -131,6 +132,28 @@ def test_calibration_agrees_with_an_outside_timing() -> None:
     assert by_hand / 2 < calibrated < by_hand * 2
 
 
+class MatmulDtypes(TorchFunctionMode):
+    """Records the operand dtypes of every matmul run inside it (the real matmul runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[torch.dtype, ...]] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        if func in (torch.Tensor.__matmul__, torch.Tensor.matmul, torch.matmul, torch.mm):
+            self.seen.add(tuple(arg.dtype for arg in args))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_calibration_multiplies_in_the_dtype_it_is_asked_for(dtype: torch.dtype) -> None:
+    """A bf16 cell's MFU divides by a bf16 peak: fp32 GEMMs would set another scale."""
+    with MatmulDtypes() as matmuls:
+        calibrate_cpu_tflops(dtype, size=64, seconds=0.001, repeats=1)
+    assert matmuls.seen == {(dtype, dtype)}
+
+
 def test_cpu_peak_is_calibrated_once_per_run(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The first cell of a run calibrates and writes the run's peaks.json; the next
@@ -149,6 +172,7 @@ def test_cpu_peak_is_calibrated_once_per_run(tmp_path: Path,
     device_peak_tflops(cpu, "bf16-true", peaks)
     device_peak_tflops(cpu, "32-true", peaks, ranks_here=2)
     assert len(calls) == 3 and len(json.loads(peaks.read_text())) == 3
+    assert calls == [torch.float32, torch.bfloat16, torch.float32]  # each precision's own
 
 
 @pytest.fixture
