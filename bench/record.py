@@ -86,6 +86,7 @@ class Raw:
     compile_s: float | None = None
     val_acc: float | None = None  # the last validation's
     val_loss: float | None = None
+    val_images: int | None = None  # images the validation ran on (None: none ran)
     best_val_acc: float | None = None  # accuracy cells: the best over the curve
     checkpoint_s: float | None = None  # accuracy cells: writing checkpoints, off the clock
     test_acc: float | None = None

@@ -164,15 +164,21 @@ class MnistDataModule(L.LightningDataModule):
         num_workers: int = 0,
         eval_batch_size: int = 1000,
         seed: int = 0,
+        val_images: int = VAL_SIZE,
     ) -> None:
+        """``val_images``: validate on the first this many images of the seeded
+        validation split (all 5000 by default). A prefix of a fixed permutation, so a
+        smaller set is the same images for every run and every rank count."""
         super().__init__()
         if loader not in LOADERS:
             raise ValueError(f"unknown loader {loader!r}; valid: {', '.join(LOADERS)}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 < val_images <= VAL_SIZE:
+            raise ValueError(f"val_images must be in 1..{VAL_SIZE}, got {val_images}")
         self.data_dir = resolve_data_dir(data_dir)
         self.batch_size, self.loader, self.num_workers = batch_size, loader, num_workers
-        self.eval_batch_size, self.seed = eval_batch_size, seed
+        self.eval_batch_size, self.seed, self.val_images = eval_batch_size, seed, val_images
         self.train_set: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None
         self.val_set: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None
         self.test_set: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None
@@ -206,10 +212,12 @@ class MnistDataModule(L.LightningDataModule):
             if self.loader == "torchvision":
                 full = MNIST(self.data_dir, train=True, transform=self._transform())
                 train_idx, val_idx = split_indices()
-                self.train_set, self.val_set = Subset(full, train_idx), Subset(full, val_idx)
+                self.train_set = Subset(full, train_idx)
+                self.val_set = Subset(full, val_idx[:self.val_images])
             else:
                 images, labels = self._tensors(train=True)
                 train_idx, val_idx = (torch.tensor(i) for i in split_indices())
+                val_idx = val_idx[:self.val_images]
                 self.train_set = (images[train_idx], labels[train_idx])
                 self.val_set = (images[val_idx], labels[val_idx])
         if stage in ("test", "predict", None) and self.test_set is None:
@@ -244,8 +252,11 @@ class MnistDataModule(L.LightningDataModule):
             labels = torch.randint(0, 10, (n,), generator=generator)
             return images.to(self.device), labels.to(self.device)
 
-        self.train_set, self.val_set, self.test_set = (
-            fake(TRAIN_SIZE), fake(VAL_SIZE), fake(TEST_SIZE))
+        # Drawn whole, then cut: the test set's draws do not depend on val_images.
+        self.train_set = fake(TRAIN_SIZE)
+        images, labels = fake(VAL_SIZE)
+        self.val_set = (images[:self.val_images], labels[:self.val_images])
+        self.test_set = fake(TEST_SIZE)
 
     def _loader(
         self, data: Dataset | tuple[torch.Tensor, torch.Tensor] | None, batch_size: int,

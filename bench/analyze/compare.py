@@ -20,7 +20,7 @@ from bench.analyze.load import latest
 from bench.analyze.noise import INCONCLUSIVE, decide, repeats_needed
 from bench.analyze.summary import sort_key, stability
 from bench.analyze.tables import fmt
-from bench.metrics import COMPARED_METRICS
+from bench.metrics import COMPARED_METRICS, FULL_VAL_IMAGES, VALIDATION_METRICS
 
 # Medians over ok repeats, compared as B / A; throughput (the first) also gets a verdict.
 METRICS = COMPARED_METRICS
@@ -66,6 +66,28 @@ def status_verdict(present: str, ok_a: int, ok_b: int) -> str:
     return "not comparable"
 
 
+def validation_sets(ok: pd.DataFrame) -> list[int]:
+    """The distinct val_images of a side's ok records that validated; a record without
+    the field (written before it existed) validated on all FULL_VAL_IMAGES."""
+    acc = pd.to_numeric(ok.get("val_acc", pd.Series(index=ok.index, dtype=float)),
+                        errors="coerce")
+    counts = pd.to_numeric(ok.get("val_images", pd.Series(index=ok.index, dtype=float)),
+                           errors="coerce")[acc.notna()]
+    return sorted(int(count) for count in counts.fillna(FULL_VAL_IMAGES).unique())
+
+
+def unlike_validation(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
+    """Why the two sides' validation metrics (bench.metrics.VALIDATION_METRICS) are not
+    like with like, or None: a side's images differ from the other's, or vary within it
+    (a resumed run that straddles the change). A throughput cell validates on a subset,
+    so its val_acc before and after that change is not one quantity."""
+    a, b = validation_sets(ok_a), validation_sets(ok_b)
+    if not a or not b or (a == b and len(a) == 1):
+        return None
+    return (f"val_acc not compared: A validated on {'/'.join(map(str, a))} images, "
+            f"B on {'/'.join(map(str, b))}")
+
+
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
                  accuracy_points: float = 1.0) -> pd.DataFrame:
     """One row per cell in either run (frames from load_records): medians, B/A ratios,
@@ -106,6 +128,13 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
             if row["verdict"] == BROKEN:  # why B did not measure: its last reason
                 reasons = side["b"]["reason"].dropna()
                 row["reason"] = str(reasons.iloc[-1]) if len(reasons) else None
+        if unlike := unlike_validation(ok["a"], ok["b"]):
+            # No ratio, and no accuracy alarm from the gate, across validation sets.
+            row |= {f"{name}_ratio": math.nan for name in VALIDATION_METRICS
+                    if f"{name}_ratio" in row}
+            row["basis"] += f"; {unlike}"
+            side = {name: recs.drop(columns=list(VALIDATION_METRICS), errors="ignore")
+                    for name, recs in side.items()}
         # bench.metrics "unstable" and "busy": a side not to act on, shown with the verdict
         row["caveats"] = ", ".join(
             f"{name.upper()} {flag}" for name in ("a", "b") if len(ok[name])

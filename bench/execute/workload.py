@@ -20,6 +20,7 @@ from bench.measure.env import device_name, version
 from bench.measure.flops import flops_per_training_sample
 from bench.measure.trace import StepTrace, profile_steps
 from bench.measure.warmup import WarmupRule
+from bench.metrics import FULL_VAL_IMAGES, SANITY_VAL_IMAGES
 from bench.record import RankRaw, Raw
 from mnist_core.data import MnistDataModule
 from mnist_core.model import MnistModel, MnistNet
@@ -58,9 +59,20 @@ def prepare(cell: Cell, repeat: int, data_dir: str | None, peaks_file: Path | No
     if cell.channels_last:
         model = model.to(memory_format=torch.channels_last)
     datamodule = MnistDataModule(data_dir, cell.batch_size, cell.loader,
-                                 num_workers=loader_workers(cell), seed=cell.seed + repeat)
+                                 num_workers=loader_workers(cell), seed=cell.seed + repeat,
+                                 val_images=validation_images(cell))
     return Workload(cell, repeat, model, datamodule, settings,
                     cell_dir or Path(tempfile.mkdtemp(prefix="mnist-bench-")), peaks_file)
+
+
+def validation_images(cell: Cell) -> int:
+    """How many images of the validation split the cell validates on: a throughput
+    cell's validation is only a sanity check, off the clock but not off the cell's
+    wall time, so it takes the fixed subset (bench.metrics.SANITY_VAL_IMAGES); an
+    accuracy cell's decides when the target is reached, so it takes the whole split.
+    Every backend reads its validation loader from the same datamodule, so the
+    Lightning cell and its controls validate on the same images."""
+    return SANITY_VAL_IMAGES if cell.mode == "throughput" else FULL_VAL_IMAGES
 
 
 ARITHMETIC_KEYS = ("param_dtype", "param_dtype_in_forward", "compute_dtype", "autocast")
@@ -117,6 +129,8 @@ def build_raw(workload: Workload, result: LoopResult) -> Raw:
     cell = workload.cell
     raw = Raw(ranks=result.ranks, peak_source=result.peak_source,
               flops_per_sample=flops_per_training_sample(MnistNet), **result.outcome)
+    if raw.val_acc is not None:  # what the datamodule validated on (bench.metrics val_images)
+        raw.val_images = workload.datamodule.val_images
     compiled = [r.compile for r in result.ranks if r.compile]
     if cell.compile != "none" and compiled:
         # The slowest rank's compilation: every rank waits for it at the first collective.

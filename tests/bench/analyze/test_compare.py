@@ -274,3 +274,67 @@ def test_pair_compare_writes_its_tables_as_pages(tmp_path: Path,
     assert "## B against A" in markdown and "slower" in markdown
     assert "B vs A:" in markdown  # the verdict counts, under their table
     assert "<table" in (out / "compare.html").read_text()
+
+
+
+# -- like with like: val_acc only between the same validation images ----------------------
+
+def validated_run(tmp_path: Path, name: str, val_acc: float,
+                  *images: int | None) -> Path:
+    """Repeats with ``val_acc`` on ``images`` images each; None: a record written before
+    val_images existed (no such key), which validated on the whole split."""
+    recs = [record("single", 1, "32-true", 100 + i, i) for i in range(len(images))]
+    for rec, count in zip(recs, images, strict=True):
+        rec["metrics"]["val_acc"] = val_acc
+        rec["metrics"]["val_images"] = count
+        if count is None:
+            del rec["metrics"]["val_images"]
+        validate(rec)
+    return write(tmp_path / name, recs)
+
+
+def fast_row(a: Path, b: Path) -> Any:
+    return compare_runs(load_records(a), load_records(b)).set_index("cell_id").loc[FAST]
+
+
+def test_val_acc_on_other_images_is_not_a_ratio_nor_an_alarm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An older run (the whole split, no val_images field) against one whose throughput
+    cells validate on the sanity subset: the values are kept, their ratio is not shown,
+    the basis says why, and the gate does not compare them (0.80 -> 0.30 would
+    otherwise be a collapse). A side that mixes the two (a resume across the change)
+    is not like with like either."""
+    from bench.metrics import SANITY_VAL_IMAGES as SUBSET
+
+    a = validated_run(tmp_path, "a", 0.80, None, None, None)
+    b = validated_run(tmp_path, "b", 0.30, SUBSET, SUBSET, SUBSET)
+    row = fast_row(a, b)
+    assert (row["val_acc_a"], row["val_acc_b"]) == pytest.approx((0.80, 0.30))
+    assert row["val_acc_ratio"] != row["val_acc_ratio"]  # NaN: not a ratio
+    assert row["samples_per_s_ratio"] == pytest.approx(1.0)  # the rest as ever
+    assert f"val_acc not compared: A validated on 5000 images, B on {SUBSET}" in row["basis"]
+    assert row["alarms"] == ""
+    assert compare.main([str(a), str(b), "--fail-on-regression"]) == 0
+    out = capsys.readouterr().out
+    assert "val_acc not compared" in out and "collapsed" not in out
+    mixed = fast_row(a, validated_run(tmp_path, "mixed", 0.80, None, SUBSET, SUBSET))
+    assert mixed["val_acc_ratio"] != mixed["val_acc_ratio"]
+    assert f"B on {SUBSET}/5000" in mixed["basis"]
+
+
+def test_val_acc_on_the_same_images_is_compared(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The subset on both sides: a ratio, and a collapse still fails the gate; an older
+    record (no field) and an accuracy cell's 5000 images are the same set."""
+    from bench.metrics import SANITY_VAL_IMAGES as SUBSET
+
+    a = validated_run(tmp_path, "a", 0.80, SUBSET, SUBSET, SUBSET)
+    b = validated_run(tmp_path, "b", 0.30, SUBSET, SUBSET, SUBSET)
+    row = fast_row(a, b)
+    assert row["val_acc_ratio"] == pytest.approx(0.30 / 0.80)
+    assert "not compared" not in row["basis"] and "val_acc collapsed" in row["alarms"]
+    assert compare.main([str(a), str(b), "--fail-on-regression"]) == 1
+    assert "val_acc collapsed: 0.800 -> 0.300" in capsys.readouterr().err
+    row = fast_row(validated_run(tmp_path, "old", 0.80, None, None),
+                   validated_run(tmp_path, "full", 0.79, 5000, 5000))
+    assert row["val_acc_ratio"] == pytest.approx(0.79 / 0.80)
