@@ -1,9 +1,25 @@
-"""``python -m bench.run --matrix [NAME|FILE.toml]``: run a benchmark matrix.
+"""``python -m bench.run --matrix NAME|FILE.toml``: run a benchmark matrix.
 
-Each cell runs in its own child process (bench.orchestrate.local); under
-torchrun every rank walks the matrix in process instead
-(bench.orchestrate.launched). Records are appended to
+``python -m bench.run`` alone, or ``--matrix`` with no name, prints the usage and
+every preset with its cells (how many run here, how many are skipped) and an
+estimated time, and exits 0: a bare command runs nothing. Everything this machine
+can run is ``--matrix all``.
+
+Before the first cell, what every cell needs is checked once: MNIST in the data
+directory, or downloadable into it, and a writable results root
+(bench.orchestrate.preflight, rundir). Each cell then runs in its own child process
+(bench.orchestrate.local); under torchrun every rank walks the matrix in process
+instead (bench.orchestrate.launched). Records are appended to
 results/<run-id>/records.jsonl as cells finish, then the report is written.
+
+Exit status:
+  0    every cell ok or skipped; the presets listed; a dry run with no problem
+  1    a cell failed (an error, a crash, out of memory) or timed out; its record,
+       the report and the other cells are all written. A dry run that found a cell
+       that cannot be built. Under torchrun rank 0 exits 1, and so torchrun does.
+  2    bad input, or a check before the first cell failed (no MNIST, a results root
+       that cannot be written): one ``error:`` line, and no cell ran
+  130  interrupted (Ctrl-C, SIGTERM): finish it with ``--resume RUN_DIR``
 """
 
 from __future__ import annotations
@@ -17,17 +33,33 @@ from typing import Any
 from bench.execute.wandb_sink import report_run, resolve_mode
 from bench.matrix import WARMUP_MODES, MatrixError
 from bench.measure.trace import PROFILE_VAR
+from bench.orchestrate.estimate import History, estimate, print_overview
 from bench.orchestrate.plan import (
     DEFAULT_TIMEOUT_S,
+    Matrix,
     RunPlan,
     make_plan,
     new_run_id,
     print_plan,
     requested_matrix,
 )
-from bench.orchestrate.rundir import RunDirError, create_run_dir, open_resume
+from bench.orchestrate.preflight import check_before_running
+from bench.orchestrate.progress import verdict
+from bench.orchestrate.rundir import (
+    RunDirError,
+    create_run_dir,
+    ensure_results_root,
+    open_resume,
+)
 from bench.record import RunDir
 from strategies.registry import Machine
+
+LIST = ""  # --matrix with no name: list the presets
+USAGE = ("usage: python -m bench.run --matrix NAME|FILE.toml [options]\n"
+         "       python -m bench.run --resume RUN_DIR")
+NO_MATRIX = ("no matrix named: give --matrix NAME or FILE.toml (`--matrix all` runs "
+             "everything this machine can run) or --resume RUN_DIR; `python -m bench.run` "
+             "alone lists the presets")
 
 
 def csv_list(kind: type) -> Any:
@@ -42,9 +74,10 @@ def csv_list(kind: type) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--matrix", nargs="?", const="all", default=None, metavar="NAME|FILE",
-                   help="preset (smoke, cpu, gpu, gpu-check, multi-gpu, accuracy, speed, all) or "
-                        "a TOML file of axis lists; alone: everything this machine can run")
+    p.add_argument("--matrix", nargs="?", const=LIST, default=None, metavar="NAME|FILE",
+                   help="preset (smoke, cpu, gpu, gpu-check, multi-gpu, speed, accuracy, "
+                        "all-strategies, all) or a TOML file of axis lists; alone: list the "
+                        "presets with their cell counts here and estimated times")
     axes = p.add_argument_group("axis overrides (comma-separated lists)")
     for flag, kind in (("accelerators", str), ("devices", int), ("strategies", str),
                        ("precisions", str), ("batch-sizes", int), ("loaders", str),
@@ -65,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the cells and skip reasons, build each runnable cell's strategy, "
                         "precision plugin and DeepSpeed config; exit 1 on a problem")
     p.add_argument("--assume-gpus", type=int, default=None, metavar="N",
-                   help="with --dry-run: plan as if N CUDA GPUs (bf16), DeepSpeed and a "
-                        "compiler were here")
+                   help="with --dry-run (or a bare --matrix): plan as if N CUDA GPUs (bf16), "
+                        "DeepSpeed and a compiler were here")
     p.add_argument("--out", type=Path, default=Path("results"), help="results root")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="finish an earlier run: only cells without an ok record run")
@@ -103,62 +136,118 @@ def finish(run_dir: RunDir, plan: RunPlan) -> None:
 def planning_machine(args: argparse.Namespace) -> Machine:
     if args.assume_gpus is None:
         return Machine.detect()
-    if not args.dry_run:
-        raise ValueError("--assume-gpus plans only: use it with --dry-run")
+    if not (args.dry_run or args.matrix == LIST):
+        raise ValueError("--assume-gpus plans only: use it with --dry-run (or with a bare "
+                         "--matrix, to list the presets)")
     if args.assume_gpus < 1:
         raise ValueError(f"--assume-gpus must be at least 1, got {args.assume_gpus}")
     return Machine.assume_gpus(args.assume_gpus)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    if args.cell_timeout is not None and not args.cell_timeout > 0:
+        raise ValueError(f"--cell-timeout must be a positive number of seconds, "
+                         f"got {args.cell_timeout:g}")
+    if args.profile < 0:
+        raise ValueError(f"--profile takes a number of steps, got {args.profile}")
+    if args.profile:  # every cell process and rank inherits it
+        os.environ[PROFILE_VAR] = str(args.profile)
+
+
+def list_presets(args: argparse.Namespace, machine: Machine) -> int:
+    """The usage and every preset's counts and estimate here, with any axis or setting
+    given beside the bare --matrix laid over each."""
+    def matrix_of(name: str) -> Matrix:
+        matrix = requested_matrix(argparse.Namespace(**vars(args) | {"matrix": name,
+                                                                      "resume": None}), machine)
+        assert matrix is not None  # a named matrix is always given here
+        return matrix
+
+    print_overview(matrix_of, machine, args.out, USAGE)
+    return 0
+
+
+def dry_run(args: argparse.Namespace, machine: Machine, wandb_mode: str) -> int:
+    asked = requested_matrix(args, machine)
+    if asked is None:
+        raise ValueError("--dry-run lists a matrix: give --matrix (a bare --resume "
+                         "runs the matrix.json of the run it resumes)")
+    plan = make_plan("dry-run", asked, machine, wandb_mode)
+    return 1 if print_plan(plan, estimate(plan, History.load(args.out)).text()) else 0
+
+
 def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
              ) -> tuple[RunDir, RunPlan]:
-    """A new run directory and its plan, or the resumed run's."""
+    """A new run directory and its plan, or the resumed run's, once the checks before
+    the first cell have passed (nothing is written when they fail)."""
     asked = requested_matrix(args, machine)
+
+    def check(plan: RunPlan) -> None:
+        check_before_running(plan, args.data_dir)
+
     if args.resume is not None:
-        return open_resume(args.resume, asked, machine, wandb_mode)
+        return open_resume(args.resume, asked, machine, wandb_mode, check)
     assert asked is not None  # only a bare --resume asks for no matrix
     plan = make_plan(new_run_id(), asked, machine, wandb_mode)
+    ensure_results_root(args.out)  # the cheap check first
+    check(plan)
     return create_run_dir(args.out, plan), plan
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.cell_timeout is not None and not args.cell_timeout > 0:
-            raise ValueError(f"--cell-timeout must be a positive number of seconds, "
-                             f"got {args.cell_timeout:g}")
-        if args.profile < 0:
-            raise ValueError(f"--profile takes a number of steps, got {args.profile}")
-        if args.profile:  # every cell process and rank inherits it
-            os.environ[PROFILE_VAR] = str(args.profile)
-        wandb_mode = resolve_mode(args.wandb)
-        machine = planning_machine(args)
-        if args.dry_run:
-            asked = requested_matrix(args, machine)
-            if asked is None:
-                raise ValueError("--dry-run lists a matrix: give --matrix (a bare --resume "
-                                 "runs the matrix.json of the run it resumes)")
-            return 1 if print_plan(make_plan("dry-run", asked, machine, wandb_mode)) else 0
-        if machine.launched_world_size is not None:
-            from bench.orchestrate.launched import run_launched
+def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: str) -> int:
+    """Every rank walks the matrix; rank 0 alone has the records, so it alone judges
+    them (1 when a cell failed); the other ranks exit 0 and torchrun reports rank 0's."""
+    from bench.orchestrate.launched import run_launched
 
-            run_launched(lambda: open_run(args, machine, wandb_mode), finish, args.data_dir,
-                         args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
-            return 0
-        run_dir, plan = open_run(args, machine, wandb_mode)
-    except (MatrixError, RunDirError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
+    statuses: list[int] = []
+
+    def finish_and_judge(run_dir: RunDir, plan: RunPlan) -> None:
+        finish(run_dir, plan)
+        statuses.append(verdict(run_dir))
+
+    run_launched(lambda: open_run(args, machine, wandb_mode), finish_and_judge, args.data_dir,
+                 args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
+    return statuses[0] if statuses else 0
+
+
+def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan) -> int:
     from bench.orchestrate.local import run_local
 
+    print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
+    print(estimate(plan, History.load(args.out)).text(), flush=True)
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout)
     finish(run_dir, plan)
     if not completed:
         print(f"interrupted; finish it with: python -m bench.run --resume {run_dir.path}",
               file=sys.stderr)
         return 130
-    return 0
+    return verdict(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    listing = not argv or args.matrix == LIST
+    try:
+        check_options(args)
+        if not listing and args.matrix is None and args.resume is None:
+            raise ValueError(NO_MATRIX)
+        wandb_mode = resolve_mode(args.wandb)
+        machine = planning_machine(args)
+        if listing:
+            return list_presets(args, machine)
+        if args.dry_run:
+            return dry_run(args, machine, wandb_mode)
+        if machine.launched_world_size is not None:
+            return run_under_launcher(args, machine, wandb_mode)
+        run_dir, plan = open_run(args, machine, wandb_mode)
+    except (MatrixError, RunDirError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # e.g. during the MNIST check, or a walk under torchrun
+        print("interrupted", file=sys.stderr)
+        return 130
+    return walk(args, run_dir, plan)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     durations: list[float] = []
+    runnable_left = plan.pending.runnable  # counted down: the plan is walked, never indexed
     try:
         for index, (cell, repeat, reason) in enumerate(plan.pending, start=1):
             if stop_requested:
@@ -42,7 +43,8 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
                 timeout = cell_timeout_s or DEFAULT_TIMEOUT_S[cell.mode]
                 options = CellOptions(run_dir, plan.run_id, data_dir, plan.wandb_mode,
                                       verbose, timeout)
-                eta = eta_text(durations, plan.runnable_left(index - 1))
+                eta = eta_text(durations, runnable_left)
+                runnable_left -= 1
                 print(f"[{index}/{len(plan.pending)}] {cell.id}{repeat_text(plan, repeat)}  "
                       f"running{eta}", flush=True)
                 # Registered for the whole walk, so that a signal stops this cell.

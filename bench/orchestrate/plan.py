@@ -1,4 +1,5 @@
-"""From the command line to the list of (cell, repeat) runs, with skip reasons."""
+"""From the command line to the (cell, repeat) runs in run order, with skip reasons:
+counted at once, made one at a time."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import datetime as dt
 import secrets
 import socket
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -39,34 +42,69 @@ class Matrix:
         return {"repeats": self.repeats, "cells": [cell.to_dict() for cell in self.cells]}
 
 
+class PendingRuns:
+    """The (cell, repeat) runs still to do, in run order, made one at a time as the walk
+    asks for them. Counting them needs no list (a round's cells times the repeats, less
+    the finished pairs), so ``--repeats 100000000 --dry-run`` answers at once.
+
+    Repeats are interleaved: the first repeat of every cell, then the second, ... A
+    machine drifts over minutes (a neighbour on a VM, clocks, heat); run back to back,
+    one cell's repeats would all land in one phase of it and the next cell's in
+    another, and the drift would read as a difference between the cells."""
+
+    def __init__(self, cells: tuple[Cell, ...], repeats: int, reasons: dict[Cell, str | None],
+                 finished: frozenset[tuple[str, int]] = frozenset()) -> None:
+        self.repeats = repeats
+        # paired_order depends on the round only through its parity: two orders serve all.
+        self._rounds = (paired_order(cells, 0), paired_order(cells, 1))
+        self._reasons = reasons
+        self._finished = frozenset((cell_id, repeat) for cell_id, repeat in finished
+                                   if 0 <= repeat < repeats)
+        done = Counter(cell_id for cell_id, _ in self._finished)
+        self._left = {cell: repeats - done[cell.id] for cell in self._rounds[0]}
+        self._len = sum(self._left.values())
+        self.runnable = sum(n for cell, n in self._left.items() if reasons[cell] is None)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[PlannedRun]:
+        for repeat in range(self.repeats):
+            for cell in self._rounds[repeat % 2]:
+                if (cell.id, repeat) not in self._finished:
+                    yield PlannedRun(cell, repeat, self._reasons[cell])
+
+    def first_round(self) -> list[PlannedRun]:
+        """Each cell once, in the order of the first round, with its skip reason."""
+        return [PlannedRun(cell, 0, self._reasons[cell]) for cell in self._rounds[0]]
+
+    def cells_to_run(self) -> list[Cell]:
+        """The cells that run here and have a repeat left."""
+        return [cell for cell, n in self._left.items() if n and self._reasons[cell] is None]
+
+    def repeats_left(self, cell: Cell) -> int:
+        return self._left.get(cell, 0)
+
+
 @dataclass(frozen=True)
 class RunPlan:
     run_id: str
     matrix: Matrix
     machine: Machine
     wandb_mode: str
-    pending: tuple[PlannedRun, ...]  # in run order; a resume leaves out the finished ones
+    pending: PendingRuns  # in run order; a resume leaves out the finished ones
 
     @property
     def launched(self) -> bool:
         return self.machine.launched_world_size is not None
 
-    def runnable_left(self, done: int) -> int:
-        return sum(1 for run in self.pending[done:] if run.skip_reason is None)
-
 
 def make_plan(run_id: str, matrix: Matrix, machine: Machine, wandb_mode: str,
               finished: frozenset[tuple[str, int]] = frozenset()) -> RunPlan:
-    """Every repeat of every cell, minus the (cell id, repeat) pairs already ``finished``.
-
-    Repeats are interleaved: the first repeat of every cell, then the second, ... A
-    machine drifts over minutes (a neighbour on a VM, clocks, heat); run back to back,
-    one cell's repeats would all land in one phase of it and the next cell's in
-    another, and the drift would read as a difference between the cells."""
+    """Every repeat of every cell (see PendingRuns for the order), minus the (cell id,
+    repeat) pairs already ``finished``; each cell asked once why it cannot run here."""
     reasons = {cell: why_skipped(cell, machine) for cell in matrix.cells}
-    pending = tuple(PlannedRun(cell, repeat, reasons[cell]) for repeat in range(matrix.repeats)
-                    for cell in paired_order(matrix.cells, repeat)
-                    if (cell.id, repeat) not in finished)
+    pending = PendingRuns(matrix.cells, matrix.repeats, reasons, finished)
     return RunPlan(run_id, matrix, machine, wandb_mode, pending)
 
 
@@ -116,20 +154,21 @@ def requested_matrix(args: argparse.Namespace, machine: Machine) -> Matrix | Non
     return Matrix(tuple(expand(spec, machine)), repeats)
 
 
-def print_plan(plan: RunPlan) -> int:
+def print_plan(plan: RunPlan, estimate: str = "") -> int:
     """List every cell with its fate here; build what each runnable cell needs (strategy,
-    precision plugin, DeepSpeed config) and list what fails. Returns the problem count."""
+    precision plugin, DeepSpeed config) and list what fails. Returns the problem count.
+    ``estimate``, when given, is printed under the count."""
+    runnable, cells = plan.pending.runnable, plan.matrix.cells
+    # Flushed before the builds below import Lightning: the count is there at once.
+    print(f"{len(cells)} cells x {plan.matrix.repeats} repeat(s): {runnable} run(s) here, "
+          f"{len(plan.pending) - runnable} skipped", flush=True)
+    if estimate:
+        print(estimate, flush=True)
     from strategies.preflight import build_problems  # imports Lightning: dry runs only
 
-    runnable = sum(1 for run in plan.pending if run.skip_reason is None)
-    cells = plan.matrix.cells
-    print(f"{len(cells)} cells x {plan.matrix.repeats} repeat(s): {runnable} run(s) here, "
-          f"{len(plan.pending) - runnable} skipped")
     width = max((len(cell.id) for cell in cells), default=10)
     problems = 0
-    for cell, repeat, reason in plan.pending:
-        if repeat:
-            continue
+    for cell, _, reason in plan.pending.first_round():
         if reason is not None:
             print(f"  {cell.id:<{width}}  skip: {reason}")
             continue

@@ -1,9 +1,12 @@
-"""The lines a run prints while it walks the matrix."""
+"""The lines a run prints while it walks the matrix, and its verdict at the end."""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+
 from bench.orchestrate.plan import RunPlan
-from bench.record import Record, Status
+from bench.record import OOM_REASON, Record, RunDir, Status, read_records
 
 
 def repeat_text(plan: RunPlan, repeat: int) -> str:
@@ -30,3 +33,23 @@ def progress_line(index: int, plan: RunPlan, record: Record) -> str:
     elif record.reason:
         line += f"  {record.reason.splitlines()[0]}"
     return line
+
+
+def verdict(run_dir: RunDir) -> int:
+    """The run's exit status from its records: 1 when any cell failed (out of memory
+    included) or timed out, with the count on stderr; 0 when each is ok or skipped. The
+    records file holds each (cell, repeat)'s last word: a resume has moved the earlier
+    failures it reran to records.superseded.jsonl."""
+    counts: Counter[str] = Counter()
+    for record in read_records(run_dir.records):
+        oom = record["status"] == Status.FAILED.value and record["reason"] == OOM_REASON
+        counts["out of memory" if oom else record["status"]] += 1
+    bad = {kind: counts[kind] for kind in (Status.FAILED.value, "out of memory",
+                                           Status.TIMEOUT.value) if counts[kind]}
+    if not bad:
+        return 0
+    print(f"{sum(bad.values())} of {sum(counts.values())} cell run(s) did not finish: "
+          + ", ".join(f"{n} {kind}" for kind, n in bad.items())
+          + f" (why: \"Not run\" in {run_dir.path / 'report.md'})",
+          file=sys.stderr)
+    return 1

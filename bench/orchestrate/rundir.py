@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.matrix import Cell
@@ -24,14 +25,20 @@ class RunDirError(ValueError):
     """The results directory cannot be used; the message says why."""
 
 
-def create_run_dir(out: Path, plan: RunPlan) -> RunDir:
-    """A fresh results/<run-id>; never an existing one (two runs never share)."""
+def ensure_results_root(out: Path) -> None:
+    """The results root exists and is writable (checked before any cell, and again when
+    the run directory is made)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunDirError(f"cannot create the results root {out}: {error.strerror}") from None
     if not os.access(out, os.W_OK):
         raise RunDirError(f"the results root {out} is not writable")
+
+
+def create_run_dir(out: Path, plan: RunPlan) -> RunDir:
+    """A fresh results/<run-id>; never an existing one (two runs never share)."""
+    ensure_results_root(out)
     run_dir = out / plan.run_id
     try:
         run_dir.mkdir()  # fails if it exists: a run id is never reused
@@ -60,11 +67,13 @@ def describe_difference(stored: tuple[Cell, ...], asked: tuple[Cell, ...]) -> st
     return "; ".join(parts) or "a different order or repeat count"
 
 
-def open_resume(path: Path, asked: Matrix | None, machine: Machine,
-                wandb_mode: str) -> tuple[RunDir, RunPlan]:
+def open_resume(path: Path, asked: Matrix | None, machine: Machine, wandb_mode: str,
+                before_writing: Callable[[RunPlan], None] = lambda plan: None
+                ) -> tuple[RunDir, RunPlan]:
     """An earlier run and the plan that finishes it: its run id, its matrix (refusing a
     different ``asked`` one), and only the (cell, repeat) pairs without an ok record.
-    Records that are not ok move to records.superseded.jsonl."""
+    Records that are not ok move to records.superseded.jsonl, after ``before_writing``
+    (the checks before any cell) has passed the plan: a refused resume changes nothing."""
     run_dir = RunDir(path)
     if not path.is_dir():
         raise RunDirError(f"cannot resume {path}: no such directory")
@@ -92,6 +101,9 @@ def open_resume(path: Path, asked: Matrix | None, machine: Machine,
                           f"({error})") from None
     kept = [r for r in records if r["status"] == "ok"]
     superseded = [r for r in records if r["status"] != "ok"]
+    finished = frozenset((r["cell_id"], r["repeat"]) for r in kept)
+    plan = make_plan(run_dir.run_id, stored, machine, wandb_mode, finished)
+    before_writing(plan)
     if superseded:
         with open(run_dir.superseded, "a") as handle:
             handle.writelines(json.dumps(r, default=str) + "\n" for r in superseded)
@@ -99,5 +111,4 @@ def open_resume(path: Path, asked: Matrix | None, machine: Machine,
     tmp.write_text("".join(json.dumps(r, default=str, separators=(",", ":")) + "\n"
                            for r in kept))
     os.replace(tmp, run_dir.records)
-    finished = frozenset((r["cell_id"], r["repeat"]) for r in kept)
-    return run_dir, make_plan(run_dir.run_id, stored, machine, wandb_mode, finished)
+    return run_dir, plan

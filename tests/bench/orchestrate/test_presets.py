@@ -75,7 +75,7 @@ def test_a_plan_leaves_out_finished_runs_and_counts_what_is_left() -> None:
                      finished=frozenset({(first, 0)}))
     assert len(plan.pending) == 2 * len(cells) - 1
     assert (first, 0) not in {(run.cell.id, run.repeat) for run in plan.pending}
-    assert plan.runnable_left(0) == len(plan.pending)
+    assert plan.pending.runnable == len(plan.pending)
 
 
 def test_an_axis_narrows_a_preset_made_of_blocks() -> None:
