@@ -162,9 +162,14 @@ METRICS: tuple[Metric, ...] = (
     Metric(name="steps_to_target", unit="steps", better="lower",
            derivation="optimizer steps to the target val_acc"),
     Metric(name="compile_s", unit="s", better="lower",
-           derivation="seconds torch.compile spent compiling (dynamo's own timer, every "
-                      "frame and recompile during training), the slowest rank's; each "
-                      "(cell, repeat) starts from an empty inductor cache"),
+           derivation="seconds torch.compile spent compiling the training graph, forward "
+                      "and backward (dynamo's own timers, every frame and recompile before "
+                      "the first validation), the slowest rank's; each (cell, repeat) "
+                      "starts from an empty inductor cache"),
+    Metric(name="compile_val_s", unit="s", better="lower",
+           derivation="seconds torch.compile spent compiling after training first handed "
+                      "over to validation: the validation graph (inference mode, its own "
+                      "batch size) and any later recompile, the slowest rank's"),
     Metric(name="wall_s", unit="s", derivation="the cell's wall clock, set-up included"),
 )
 BY_NAME = {metric.name: metric for metric in METRICS}

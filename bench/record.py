@@ -65,7 +65,8 @@ class RankRaw:
     # intervals between the same points. None where the two clocks are one (CPU).
     host_step_s: list[float] | None = None
     paused_s: float | None = None  # host seconds the clock was paused (validation inside fit)
-    # bench.measure.compile, compiled cells: compile_s, graphs_compiled, inductor_cache_cold
+    # bench.measure.compile, compiled cells: compile_s, compile_val_s, graphs_compiled,
+    # inductor_cache_cold
     compile: dict[str, Any] | None = None
     peak_mem_alloc_mb: float | None = None
     peak_mem_reserved_mb: float | None = None
@@ -83,7 +84,8 @@ class Raw:
     ranks: list[RankRaw] = field(default_factory=list)
     flops_per_sample: float | None = None
     peak_source: str | None = None
-    compile_s: float | None = None
+    compile_s: float | None = None  # the training graph's, forward and backward
+    compile_val_s: float | None = None  # after training first handed over to validation
     val_acc: float | None = None  # the last validation's
     val_loss: float | None = None
     val_images: int | None = None  # images the validation ran on (None: none ran)

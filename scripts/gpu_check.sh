@@ -22,8 +22,12 @@
 #    steady are listed.
 # Exit status 0 only when the preflight passed, every record is ok and the clocks agree;
 # otherwise 1, with every record that is not ok listed with its reason.
+#
+# The interpreter is $PYTHON when set (the one with torch), else the active `python`,
+# else `python3`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-$(command -v python || command -v python3 || echo python3)}"
 
 wheels="" data_tar="" extra=()
 while [ $# -gt 0 ]; do
@@ -35,8 +39,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if ! command -v nvidia-smi >/dev/null 2>&1 || \
-   ! python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || \
+   ! command -v nvidia-smi >/dev/null 2>&1; then
     echo "gpu_check: no CUDA GPU here (nvidia-smi missing or torch.cuda.is_available() is" \
          "False); this check needs one" >&2
     exit 2
@@ -46,13 +50,13 @@ scratch="${GPU_CHECK_SCRATCH:-$PWD/.device}"
 mkdir -p "$scratch"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "$wheels" ]; then
-    python3 -m pip install -q --no-index --no-deps --target "$scratch/site" "$wheels"/*.whl
+    "$PYTHON" -m pip install -q --no-index --no-deps --target "$scratch/site" "$wheels"/*.whl
     export PYTHONPATH="$scratch/site:$PYTHONPATH"
     # --target puts console scripts (ninja's among them, when it is a wheel) here.
     export PATH="$scratch/site/bin:$PATH"
 fi
 # The ninja wheel keeps its binary in the package; DeepSpeed's JIT build looks on PATH.
-ninja_dir=$(python3 -c "import ninja; print(ninja.BIN_DIR)" 2>/dev/null || true)
+ninja_dir=$("$PYTHON" -c "import ninja; print(ninja.BIN_DIR)" 2>/dev/null || true)
 [ -n "$ninja_dir" ] && export PATH="$ninja_dir:$PATH"
 if [ -n "$data_tar" ]; then
     mkdir -p "$scratch/data" && tar xzf "$data_tar" -C "$scratch/data"
@@ -62,7 +66,7 @@ fi
 echo "== preflight"
 failed=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
-python3 - <<'EOF' || failed=1
+"$PYTHON" - <<'EOF' || failed=1
 import sys
 
 import torch
@@ -94,20 +98,20 @@ sys.exit(1 if problems else 0)
 EOF
 
 echo "== dry run (cells that cannot run here are skipped, with the reason)"
-python3 -m bench.run --matrix gpu-check --dry-run "${extra[@]}" || failed=1
+"$PYTHON" -m bench.run --matrix gpu-check --dry-run "${extra[@]}" || failed=1
 
 echo "== gpu-check matrix"
 out="$scratch/results"
-python3 -m bench.run --matrix gpu-check --wandb disabled --out "$out" "${extra[@]}" || failed=1
+"$PYTHON" -m bench.run --matrix gpu-check --wandb disabled --out "$out" "${extra[@]}" || failed=1
 run_dir=$(ls -td "$out"/*/ | head -n 1)
-gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
+gpu=$("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-'))")
 dest="results/reference/$gpu"
 mkdir -p "$dest"
 cp "$run_dir"/{env.json,matrix.json,records.jsonl,summary.csv,report.md,report.html} "$dest"/
 [ -d "$run_dir/plots" ] && cp -r "$run_dir/plots" "$dest"/
 echo "reference results: $dest"
 
-python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+"$PYTHON" - "$run_dir/records.jsonl" <<'EOF' || failed=1
 import json
 import sys
 
@@ -120,7 +124,7 @@ print(f"{len(records) - len(bad)} of {len(records)} records ok")
 sys.exit(1 if bad else 0)
 EOF
 echo "== the device clock (CUDA events) against the host's"
-python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+"$PYTHON" - "$run_dir/records.jsonl" <<'EOF' || failed=1
 import json
 import sys
 
@@ -151,7 +155,7 @@ print("device and host clocks agree" if not problems else f"{problems} clock pro
 sys.exit(1 if problems else 0)
 EOF
 echo "== the machine: GPU fingerprint, NVML state, busy cells, warm-up"
-python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+"$PYTHON" - "$run_dir/records.jsonl" <<'EOF' || failed=1
 import json
 import sys
 

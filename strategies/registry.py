@@ -121,6 +121,7 @@ class Machine:
     launched_local_world_size: int | None = None  # processes per node in that launch
     can_compile: bool = True  # a C compiler and Python.h (strategies.toolchain)
     can_build_cpu_adam: bool = True  # DeepSpeed's offload optimizer: prebuilt or buildable
+    cpu_adam_lacks: tuple[str, ...] = ()  # what building it would need and is not here
 
     @property
     def launched_nodes(self) -> int:
@@ -143,12 +144,16 @@ class Machine:
         return cls(
             cpu_count=usable_cpus(),
             cuda_devices=cuda,
-            cuda_bf16=bool(cuda) and torch.cuda.is_bf16_supported(),
+            # Every device's own capability (bf16 from Ampere, sm 8.0): is_bf16_supported()
+            # asks the current device, which under a launcher is still device 0 here.
+            cuda_bf16=bool(cuda) and all(torch.cuda.get_device_properties(index).major >= 8
+                                         for index in range(cuda)),
             deepspeed=importlib.util.find_spec("deepspeed") is not None,
             launched_world_size=int(world) if world else None,
             launched_local_world_size=int(local_world) if local_world else None,
             can_compile=tools.can_compile,
             can_build_cpu_adam=tools.can_build_cpu_adam,
+            cpu_adam_lacks=tuple(tools.cpu_adam_build_lacks()),
         )
 
     @classmethod
@@ -190,9 +195,10 @@ def _not_on_this_hardware(cell: CellLike, machine: Machine) -> str | None:
                 "on CPU) and needs a C compiler and Python.h; this machine lacks one "
                 "(install gcc and python3-dev)")
     if spec.offload and not machine.can_build_cpu_adam:
+        lacks = ", ".join(machine.cpu_adam_lacks) or "its tools"
         return ("DeepSpeed offload needs its cpu_adam op: prebuilt (DS_BUILD_CPU_ADAM=1 pip "
-                "install deepspeed) or built on first use, which needs ninja on PATH and a "
-                "C++ compiler; neither is here")
+                "install deepspeed) or built on first use, which needs ninja on PATH, a C++ "
+                f"compiler and Python.h; it is not prebuilt here, and this machine lacks {lacks}")
     return None
 
 

@@ -6,7 +6,8 @@ libraries that need them:
   compiler and the Python headers.
 - DeepSpeed's offload optimizer (DeepSpeedCPUAdam) is a C++ op: prebuilt into the
   wheel (``DS_BUILD_CPU_ADAM=1``) or built on first use, which needs ``ninja`` on
-  PATH and a C++ compiler.
+  PATH, a C++ compiler and the Python headers (torch's extension builder includes
+  ``Python.h``).
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ class Toolchain:
 
     @property
     def can_build_cpu_adam(self) -> bool:
-        return "cpu_adam" in self.deepspeed_prebuilt_ops or (
-            self.ninja is not None and self.cxx_compiler is not None)
+        return "cpu_adam" in self.deepspeed_prebuilt_ops or not self.cpu_adam_build_lacks()
+
+    def cpu_adam_build_lacks(self) -> list[str]:
+        """What building DeepSpeed's cpu_adam on first use needs and is not here."""
+        needs = {"ninja on PATH": self.ninja, "a C++ compiler": self.cxx_compiler,
+                 "Python.h (python3-dev)": self.python_headers}
+        return [name for name, present in needs.items() if not present]
 
     @classmethod
     def detect(cls) -> Toolchain:

@@ -135,6 +135,7 @@ def build_raw(workload: Workload, result: LoopResult) -> Raw:
     if cell.compile != "none" and compiled:
         # The slowest rank's compilation: every rank waits for it at the first collective.
         raw.compile_s = max(c["compile_s"] for c in compiled)
+        raw.compile_val_s = max(c.get("compile_val_s", 0.0) for c in compiled)
     return raw
 
 

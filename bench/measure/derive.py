@@ -90,7 +90,8 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         metrics["peak_source"] = raw.peak_source
         metrics["mfu"] = achieved / peak if achieved and peak else None
     for key in ("val_acc", "best_val_acc", "val_loss", "val_images", "test_acc", "test_loss",
-                "time_to_target_s", "steps_to_target", "checkpoint_s", "compile_s"):
+                "time_to_target_s", "steps_to_target", "checkpoint_s", "compile_s",
+                "compile_val_s"):
         metrics[key] = getattr(raw, key)
     metrics["wall_s"] = wall_s
     return metrics

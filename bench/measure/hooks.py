@@ -88,6 +88,8 @@ class MeasureCallback(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.clock is not None and validating_inside_fit(trainer):
             self.clock.pause()
+            if self.compile_meter is not None:  # the validation graph's compile comes next
+                self.compile_meter.training_done()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.clock is not None

@@ -12,6 +12,7 @@ from strategies.registry import (
     trainer_arguments,
     why_skipped,
 )
+from strategies.toolchain import Toolchain
 
 CPU_BOX = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=True)
 ONE_GPU = Machine(cpu_count=16, cuda_devices=1, cuda_bf16=True, deepspeed=True)
@@ -123,6 +124,30 @@ def test_an_assumed_gpu_machine_plans_like_a_real_one() -> None:
     assert why_skipped(FakeCell(accelerator="cuda", devices=8, strategy="fsdp"), eight) is None
     assert "needs 16 CUDA devices" in str(why_skipped(
         FakeCell(accelerator="cuda", devices=16, strategy="ddp"), eight))
+
+
+@pytest.mark.parametrize(("ninja", "cxx", "headers", "lacks"), [
+    ("/usr/bin/ninja", "/usr/bin/c++", True, []),
+    ("/usr/bin/ninja", "/usr/bin/c++", False, ["Python.h (python3-dev)"]),
+    (None, None, True, ["ninja on PATH", "a C++ compiler"]),
+])
+def test_building_cpu_adam_needs_ninja_a_compiler_and_the_python_headers(
+        ninja: str | None, cxx: str | None, headers: bool, lacks: list[str]) -> None:
+    tools = Toolchain(c_compiler="/usr/bin/cc", cxx_compiler=cxx, python_headers=headers,
+                      ninja=ninja, deepspeed_prebuilt_ops=frozenset())
+    assert tools.cpu_adam_build_lacks() == lacks
+    assert tools.can_build_cpu_adam is (not lacks)
+    prebuilt = Toolchain(c_compiler=None, cxx_compiler=None, python_headers=False, ninja=None,
+                         deepspeed_prebuilt_ops=frozenset({"cpu_adam"}))
+    assert prebuilt.can_build_cpu_adam
+
+
+def test_an_offload_skip_names_what_the_build_lacks() -> None:
+    no_headers = Machine(cpu_count=16, cuda_devices=1, cuda_bf16=True, deepspeed=True,
+                         can_build_cpu_adam=False, cpu_adam_lacks=("Python.h (python3-dev)",))
+    reason = why_skipped(FakeCell(accelerator="cuda", strategy="deepspeed_stage_3_offload"),
+                         no_headers)
+    assert reason is not None and reason.endswith("this machine lacks Python.h (python3-dev)")
 
 
 def test_the_toolchain_is_read_without_importing_deepspeed() -> None:

@@ -162,12 +162,14 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
 
     rank_raw = clock.rank_raw(ranks.rank)
     rank_raw.peak_tflops = peak
-    rank_raw.compile = compile_meter.result() if compile_meter else None
     rank_raw.model_state_bytes = held | {
         "optimizer_state": optimizer_state_bytes(engine.optimizer),
         "master_params": master_parameter_bytes(engine.optimizer)}
+    if compile_meter:
+        compile_meter.training_done()
     outcome = evaluate(engine.module, data.val_dataloader(), device, engine.input_dtype,
                        engine.autocast)
+    rank_raw.compile = compile_meter.result() if compile_meter else None
     return LoopResult(
         ranks=gather(rank_raw), peak_source=peak_source, precision=cell.precision,
         world_size=ranks.world_size, strategy=engine.name,
