@@ -13,10 +13,15 @@ from bench.matrix import Cell
 
 
 def threads_per_rank(cell: Cell) -> int:
-    """CPU ranks split the cores so that DDP processes do not oversubscribe them."""
+    """The ranks on this machine split its cores, so that they do not oversubscribe them:
+    CPU ranks train on them, GPU ranks feed their device and, with DeepSpeed's offload,
+    run the optimizer on them (cpu_adam). The ranks here: the launcher's
+    LOCAL_WORLD_SIZE (torchrun, SLURM through bench.orchestrate.launched), else the
+    cell's devices (per node, as Lightning counts them). torchrun's OMP_NUM_THREADS=1
+    is replaced by this share."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local = cell.devices if cell.accelerator == "cpu" else 1
-    return max(1, (cores or 1) // local)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or cell.devices)
+    return max(1, (cores or 1) // max(1, local))
 
 
 def apply_process_settings(cell: Cell) -> dict[str, Any]:

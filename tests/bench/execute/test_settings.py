@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from bench.execute.settings import apply_process_settings, loader_workers, threads_per_rank
@@ -12,11 +13,23 @@ from bench.matrix import Cell
 CORES = len(os.sched_getaffinity(0))
 
 
-def test_cpu_ranks_split_the_cores_and_gpu_ranks_take_them_all() -> None:
+def test_the_ranks_on_a_machine_split_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert threads_per_rank(Cell(devices=1)) == CORES
     assert threads_per_rank(Cell(strategy="ddp", devices=2)) == max(1, CORES // 2)
     assert threads_per_rank(Cell(strategy="ddp", devices=64)) == 1  # never zero
-    assert threads_per_rank(Cell(accelerator="cuda", strategy="ddp", devices=8)) == CORES
+    # GPU ranks too: they feed their device and run cpu_adam under offload
+    assert threads_per_rank(Cell(accelerator="cuda", devices=1)) == CORES
+    assert threads_per_rank(Cell(accelerator="cuda", strategy="ddp", devices=8)) == \
+        max(1, CORES // 8)
+
+
+def test_under_a_launcher_its_local_ranks_split_the_cores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun: 2 ranks on this node
+    assert threads_per_rank(Cell(accelerator="cuda", strategy="ddp", devices=2)) == \
+        max(1, CORES // 2)
+    assert threads_per_rank(Cell(accelerator="cuda", devices=1)) == max(1, CORES // 2)
 
 
 def test_only_the_torchvision_loader_on_cuda_gets_workers() -> None:
