@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
                    help="default $WANDB_MODE, else offline")
     p.add_argument("--verbose", action="store_true", help="Lightning's progress bar and logs")
+    p.add_argument("--snapshot", type=Path, default=None, metavar="DIR",
+                   help="after every cell, refresh DIR with run.tar.gz (the run folder, no "
+                        "compile caches), records.jsonl, env.json and report.md: whatever "
+                        "finished survives a run cut short (a metered GPU slot)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="write a torch.profiler trace of the first N measured steps of each "
                         "cell to cells/<id>/trace-r<repeat>-rank<rank>.json (Perfetto, "
@@ -210,13 +214,32 @@ def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: s
     return statuses[0] if statuses else 0
 
 
+def snapshot_now(run_dir: RunDir, dest: Path) -> None:
+    """--snapshot: the report of what finished so far, then DIR refreshed from the run."""
+    from bench.analyze.report import write_report
+    from bench.orchestrate.snapshot import refresh
+
+    if run_dir.records.exists():
+        write_report(run_dir.path)
+    refresh(run_dir, dest)
+
+
 def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan) -> int:
     from bench.orchestrate.local import run_local
 
     print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
     print(estimate(plan, History.load(args.out)).text(), flush=True)
-    completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout)
+    after_each = None
+    if args.snapshot is not None:
+        snapshot_now(run_dir, args.snapshot)  # env.json and matrix.json before any cell
+        after_each = lambda: snapshot_now(run_dir, args.snapshot)  # noqa: E731
+    completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
+                          after_each)
     finish(run_dir, plan)
+    if args.snapshot is not None:  # finish wrote the whole report: pack it
+        from bench.orchestrate.snapshot import refresh
+
+        refresh(run_dir, args.snapshot)
     if not completed:
         print(f"interrupted; finish it with: python -m bench.run --resume {run_dir.path}",
               file=sys.stderr)

@@ -71,6 +71,12 @@ def write_report(run_dir: str | Path) -> str:
     path = Path(run_dir)
     paths = RunDir(path.parent if path.is_file() else path)
     df = load_records(paths.path)
+    title = f"mnist-bench report: {paths.run_id}"
+    if df.empty:  # interrupted, or cut short, before its first record
+        empty = [Section("Results", pd.DataFrame(), "No cell has a record yet.", [])]
+        (paths.path / "report.md").write_text(markdown_page(title, [], empty, []))
+        (paths.path / "report.html").write_text(html_page(title, [], empty, []))
+        return "No cell has a record yet."
     summary, skipped = summarize(df), not_run(df)
     summary.to_csv(paths.path / "summary.csv", index=False)
     flat = df.drop(columns=["raw"]).map(  # nested blocks (hardware, machine) as JSON
@@ -81,7 +87,6 @@ def write_report(run_dir: str | Path) -> str:
     pngs = plots.make_plots(df, summary, paths.plots)
     sections = report_sections(summary, skipped, df)
     env = env_summary(paths, df)
-    title = f"mnist-bench report: {paths.run_id}"
     (paths.path / "report.md").write_text(markdown_page(title, env, sections, pngs))
     (paths.path / "report.html").write_text(html_page(title, env, sections, pngs))
     if not len(sections[0].table):

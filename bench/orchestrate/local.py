@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.measure.env import env_key
@@ -15,8 +16,10 @@ from bench.record import Record, RunDir, Status, append_record
 
 
 def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
-              cell_timeout_s: float | None) -> bool:
-    """Run every pending (cell, repeat) in a child process. False when interrupted."""
+              cell_timeout_s: float | None,
+              after_each: Callable[[], None] | None = None) -> bool:
+    """Run every pending (cell, repeat) in a child process; ``after_each()`` once its
+    record is appended (``--snapshot``). False when interrupted."""
     current: dict[str, CellProcess] = {}
     stop_requested = False
 
@@ -56,6 +59,8 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
                 durations.append(time.perf_counter() - started)
             append_record(run_dir.records, record)
             print(progress_line(index, plan, record), flush=True)
+            if after_each is not None and record.status is not Status.SKIPPED:
+                after_each()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -246,3 +246,14 @@ def test_plots_panel_per_accelerator(tmp_path: Path) -> None:
     assert [set(labels) for _, labels in throughput] == [cells["cpu"], cells["cuda"]]
     assert [title for title, _ in panels(plots.mfu_figure(summary))] == [
         "accelerator: cpu (peak: calibrated)", "accelerator: cuda (peak: table:NVIDIA H100)"]
+
+
+def test_a_run_cut_short_before_its_first_record_still_gets_a_report(tmp_path: Path) -> None:
+    run = tmp_path / "20260101-000000-host-0000"
+    run.mkdir()
+    (run / "records.jsonl").touch()  # created with the run, empty until a cell finishes
+    from bench.analyze.report import write_report
+
+    assert write_report(run) == "No cell has a record yet."
+    assert "No cell has a record yet." in (run / "report.md").read_text()
+    assert (run / "report.html").is_file()
