@@ -19,8 +19,9 @@ from bench.matrix import Cell
 from bench.record import RunDir, write_record
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Run one benchmark cell (used by bench.run).")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.cell",
+                                     description="Run one benchmark cell (used by bench.run).")
     parser.add_argument("--cell", required=True, help="the cell as JSON")
     parser.add_argument("--repeat", type=int, default=0)
     parser.add_argument("--run-dir", required=True, type=Path)
@@ -30,7 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--save-weights", type=Path, default=None,
                         help="rank 0 saves the final state_dict here (for checks)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

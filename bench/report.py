@@ -12,11 +12,15 @@ from bench.analyze.report import write_report
 from bench.analyze.tables import LEGEND
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.report",
                                      description="Write the tables, plots and report of a run.")
     parser.add_argument("run_dir", help="results/<run-id> (holding records.jsonl)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     path = Path(args.run_dir)
     if not records_path(path).is_file():
         what = "directory" if not path.exists() else "records.jsonl"

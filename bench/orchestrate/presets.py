@@ -220,7 +220,7 @@ def apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
         raise MatrixError(
             "an axis given on the command line narrows the blocks of this matrix, and no "
             f"block has all of {({k: list(v) for k, v in axes.items()})}; its blocks have "
-            f"{have}. For other values, write a TOML matrix (see the README's Matrices).")
+            f"{have}. For other values, write a TOML matrix (see docs/matrices.md).")
     return {key: value for key, value in common.items() if key in RUN_SETTINGS} | {
         "blocks": blocks}
 

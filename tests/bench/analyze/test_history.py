@@ -88,7 +88,7 @@ def test_no_change_point_before_the_segment_holds_3_runs() -> None:
 
 
 def test_four_runs_of_one_commit_are_not_a_rise() -> None:
-    """The README's old example: 127, 125, 136, 142 samples/s on one commit was
+    """docs/comparing.md's old example: 127, 125, 136, 142 samples/s on one commit was
     'RISE? +11.9%'; four runs say too little about the noise between runs to call it."""
     assert find_changes([127, 125, 136, 142], [[127], [120, 130], [131, 141], [141, 143]]) == []
 

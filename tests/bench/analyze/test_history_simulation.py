@@ -5,10 +5,13 @@ A series is 10 runs of 3 repeats, in log(samples/s): each run's level is its tru
 level plus normal noise between runs (sd BETWEEN, in log units, about that many
 percent), each repeat the run's level plus normal noise inside a run (sd 3%). Run
 with ``-s`` to see every rate; the module docstring of bench.analyze.series
-quotes them.
+quotes them, and docs/comparing.md's table of error rates holds each figure as
+printed here (the tests check it).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,16 @@ DROP_RUN = 5  # 0-based: the 6th run
 DROP = np.log(0.85)  # a lasting 15% drop
 SLIDE_PER_RUN = np.log(0.98)  # 2% slower every run: -17% over 10 runs
 OUTLIER = np.log(0.75)  # one run 25% slow
+DOCS = Path(__file__).resolve().parents[3] / "docs/comparing.md"
+
+
+def quoted(series: str) -> tuple[str, str]:
+    """(fails, marked) of the row of docs/comparing.md's error-rate table that begins
+    with ``series``."""
+    rows = [line for line in DOCS.read_text().splitlines() if line.startswith(f"| {series}")]
+    assert len(rows) == 1, (series, rows)
+    cells = [cell.strip() for cell in rows[0].strip().strip("|").split("|")]
+    return cells[1], cells[2]
 
 
 def simulate(seed: int, between: float, shift: np.ndarray | float = 0.0, runs: int = RUNS,
@@ -48,6 +61,8 @@ def test_a_steady_series_seldom_fails_the_gate(between: float) -> None:
     print(f"\nsteady, {between:.0%} between runs: gate fails {fails:.1%}, some mark {marks:.1%}")
     assert fails <= 0.05
     assert marks <= 0.10  # the old rule marked 13.6% at 10% (51% with 3% inside a run too)
+    quoted_fails, quoted_marks = quoted(f"steady, {between:.0%} noise between runs")
+    assert quoted_fails == f"{fails:.1%}" and quoted_marks.startswith(f"{marks:.1%}")
 
 
 @pytest.mark.parametrize("runs", [20, 30])
@@ -59,6 +74,10 @@ def test_a_longer_window_does_not_fail_more_often(runs: int) -> None:
     print(f"\nsteady, 10% between runs, {runs} runs: gate fails {fails:.1%}, "
           f"some mark {marked(verdict):.1%}")
     assert fails <= 0.05
+    column = [20, 30].index(runs)  # the row quotes "20 / 30 runs"
+    quoted_fails, quoted_marks = quoted("steady, 10% between runs, 20 / 30 runs")
+    assert quoted_fails.split(" / ")[column] == f"{fails:.1%}"
+    assert quoted_marks.split(" / ")[column] == f"{marked(verdict):.1%}"
 
 
 def test_a_15_percent_drop_is_found_at_its_run() -> None:
@@ -71,6 +90,9 @@ def test_a_15_percent_drop_is_found_at_its_run() -> None:
           f"a mark before it {early.mean():.1%}, gate fails {verdict.failed.mean():.1%}")
     assert found.mean() >= 0.80
     assert verdict.failed.mean() >= 0.80
+    quoted_fails, quoted_marks = quoted("a 15% drop at run 6")
+    assert quoted_fails == f"{verdict.failed.mean():.1%}"
+    assert quoted_marks == f"confirmed at run 6 or 7: {found.mean():.1%}"
 
 
 def test_a_slow_slide_is_caught_against_the_baseline() -> None:
@@ -81,6 +103,9 @@ def test_a_slow_slide_is_caught_against_the_baseline() -> None:
           f"{slower.mean():.1%}, failing for it {caught.mean():.1%}, "
           f"gate fails {verdict.failed.mean():.1%}")
     assert caught.mean() >= 0.80
+    quoted_fails, quoted_marks = quoted("2% slower every run")
+    assert quoted_fails == f"{verdict.failed.mean():.1%}"
+    assert quoted_marks == f"confirmed against the baseline: {slower.mean():.1%}"
 
 
 @pytest.mark.parametrize("between", [0.02, 0.05])
@@ -93,6 +118,10 @@ def test_one_outlier_run_does_not_fail_the_gate(between: float) -> None:
     print(f"\nsteady, {between:.0%} between runs, one run 25% slow: gate fails {fails:.1%}, "
           f"some mark {marked(verdict):.1%}")
     assert fails <= 0.05
+    column = [0.02, 0.05].index(between)  # the row quotes "2% / 5% between runs"
+    quoted_fails, quoted_marks = quoted("one run 25% slow anywhere, 2% / 5% between runs")
+    assert quoted_fails.split(" / ")[column] == f"{fails:.1%}"
+    assert quoted_marks.split(" / ")[column] == f"{marked(verdict):.1%}"
 
 
 def test_an_outlier_last_run_is_unconfirmed_and_never_fails() -> None:
@@ -105,3 +134,6 @@ def test_an_outlier_last_run_is_unconfirmed_and_never_fails() -> None:
     # failing at the last run needs the run before it past the baseline's band too
     assert verdict.fails[:, -1].mean() <= 0.01
     assert verdict.failed.mean() <= 0.05
+    quoted_fails, quoted_marks = quoted("the last run 25% slow, 2% between runs")
+    assert quoted_fails == f"{verdict.failed.mean():.1%}"
+    assert quoted_marks == f"{np.mean(last != 0):.1%} (`DROP?`)"

@@ -1,9 +1,11 @@
 """The pair verdict's stated error rates, by seeded simulation (bench.analyze.power),
 on synthetic runs made from the committed reference, and same against same on real
-records. What the README quotes is what these tests hold."""
+records. What docs/comparing.md quotes is what these tests hold: its table, row by
+row, is this simulation's."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from bench.analyze.compare import compare_runs
 from bench.analyze.load import load_records
 from bench.analyze.power import CHANGES, power_table
 
-REFERENCE = Path(__file__).resolve().parents[3] / "results/reference/cpu-AMD-EPYC-25-17-2-cores"
+REPO = Path(__file__).resolve().parents[3]
+REFERENCE = REPO / "results/reference/cpu-AMD-EPYC-25-17-2-cores"
 CALLED = ("faster", "slower")
 
 
@@ -46,6 +49,21 @@ def test_power_is_no_worse_than_welch_and_the_threshold(table: pd.DataFrame) -> 
     # more repeats, more power: what a user buys with them
     normal_10 = table[(table["noise"] == "10%") & (table["tail"] == "log-normal")]
     assert list(normal_10["slower at -10%"]) == sorted(normal_10["slower at -10%"])
+
+
+def test_the_table_in_the_docs_is_this_simulation(table: pd.DataFrame) -> None:
+    """docs/comparing.md's table (log-normal noise, threshold 5%), each figure as
+    rounded there: the false calls to 0.1 point, the power to 1 point."""
+    quoted = re.findall(r"^\| (\d+%) \| (\d+) \| ([\d.]+)% \| (\d+)% \| (\d+)% \|$",
+                        (REPO / "docs/comparing.md").read_text(), flags=re.MULTILINE)
+    simulated = table[table["tail"] == "log-normal"]
+    assert len(quoted) == len(simulated) == 9
+    for (noise, repeats, false, found_10, found_20), (_, row) in zip(
+            quoted, simulated.iterrows(), strict=True):
+        assert (noise, int(repeats)) == (row["noise"], row["repeats"])
+        assert abs(float(false) - 100 * row["false faster/slower"]) <= 0.05 + 1e-9, row
+        assert abs(int(found_10) - 100 * row["slower at -10%"]) <= 0.5 + 1e-9, row
+        assert abs(int(found_20) - 100 * row["slower at -20%"]) <= 0.5 + 1e-9, row
 
 
 def test_the_power_table_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
