@@ -116,6 +116,17 @@ METRICS: tuple[Metric, ...] = (
            derivation="achieved_tflops / peak_tflops"),
     Metric(name="peak_tflops", unit="TFLOP/s",
            derivation="summed over ranks: datasheet dense peak (GPU) or calibrated matmul (CPU)"),
+    Metric(name="joules_per_sample", unit="J", label="J/sample", better="lower", compare=True,
+           derivation="energy_j / samples in the window"),
+    Metric(name="avg_watts", unit="W", label="W",
+           derivation="energy_j / the slowest rank's window"),
+    Metric(name="energy_j", unit="J",
+           derivation="the hardware's energy counters over the measured window, summed: "
+                      "NVML's total energy per GPU, RAPL's packages once per node on CPU "
+                      "(bench.measure.energy); none where a rank's counter was unreadable"),
+    Metric(name="energy_source", unit="", numeric=False,
+           derivation="nvml or rapl; none where no counter could be read (the record's "
+                      "raw energy says why)"),
     Metric(name="peak_source", unit="", numeric=False,
            derivation="table:<gpu>:<dtype>, calibrated, or why no peak is known"),
     Metric(name="peak_mem_alloc_mb", unit="MB", better="lower",

@@ -75,6 +75,8 @@ class RankRaw:
     # bench.measure.model_state, hand-written loops: params, grads,
     # optimizer_state, master_params, in bytes held by this rank.
     model_state_bytes: dict[str, int | None] | None = None
+    # bench.measure.energy over the window: joules and source, or joules None and why
+    energy: dict[str, Any] | None = None
 
 
 @dataclass

@@ -43,6 +43,20 @@ def model_state_metrics(ranks: list[RankRaw]) -> dict[str, float | None]:
             "optimizer_state_mb": largest("optimizer_state", "master_params")}
 
 
+def energy_metrics(ranks: list[RankRaw], window_s: float, samples: int) -> dict[str, Any]:
+    """The window's energy summed over the ranks that read a counter, None where any
+    rank that should have read one could not (bench.measure.energy)."""
+    readings = [r.energy for r in ranks if r.energy is not None]
+    counted = [e for e in readings if e.get("joules") is not None]
+    missing = [e for e in readings if e.get("joules") is None and not e.get("shared")]
+    if not counted or missing or len(readings) < len(ranks):
+        return dict.fromkeys(("energy_j", "joules_per_sample", "avg_watts", "energy_source"))
+    joules = float(sum(e["joules"] for e in counted))
+    return {"energy_j": joules, "joules_per_sample": joules / samples if samples else None,
+            "avg_watts": joules / window_s if window_s > 0 else None,
+            "energy_source": "+".join(sorted({str(e["source"]) for e in counted}))}
+
+
 def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> dict[str, Any]:
     """Every throughput, MFU and memory metric, computed from the raw per-rank values.
 
@@ -58,7 +72,7 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         waits = [sum(r.data_wait_s) / r.window_s for r in ranks if r.window_s > 0]
         slowest = max(ranks, key=lambda r: r.window_s)
         host_steps = [s for r in ranks for s in (r.host_step_s or r.step_s)]
-        metrics |= phase_metrics(slowest)
+        metrics |= phase_metrics(slowest) | energy_metrics(ranks, window, samples)
         by_median = max(map(_window_at_median_step, ranks))
         slowest_by_median = _window_at_median_step(slowest)
         steadiness = [r.warmup_steady for r in ranks]
