@@ -24,6 +24,7 @@ from bench.execute.workload import (
     step_trace,
     warmup_rule,
 )
+from bench.measure import ledger
 from bench.measure.clock import StepClock
 from bench.measure.hooks import gather
 from bench.measure.memory import reset_memory_peaks
@@ -166,8 +167,10 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
     rank_raw.model_state_bytes = held | {
         "optimizer_state": optimizer_state_bytes(engine.optimizer),
         "master_params": master_parameter_bytes(engine.optimizer)}
+    ledger.mark("eval_start")  # after the window, off the clock: the ledger times it
     outcome = evaluate(engine.module, data.val_dataloader(), device, engine.input_dtype,
                        engine.autocast)
+    ledger.mark("eval_end")
     return LoopResult(
         ranks=gather(rank_raw), peak_source=peak_source, precision=cell.precision,
         world_size=ranks.world_size, strategy=engine.name,
