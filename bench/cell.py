@@ -9,14 +9,22 @@ command line describes exactly one cell. Exit status 1 when the cell failed
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
+import time
 
-from bench.execute.spawn import needs_own_ranks, start_other_ranks
-from bench.matrix import Cell
-from bench.record import RunDir, write_record
+# The first thing the process does: Python's start-up ends here (bench.measure.ledger),
+# so every import below is counted as the cell's imports.
+INTERPRETER_AT = time.time()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bench.execute.spawn import needs_own_ranks, start_other_ranks  # noqa: E402
+from bench.matrix import Cell  # noqa: E402
+from bench.measure import ledger  # noqa: E402
+from bench.record import RunDir, write_record  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     started = start_other_ranks(cell) if needs_own_ranks(cell) else []
     from bench.execute.lifecycle import ExecuteOptions, current_rank, execute
 
+    asked = ledger.asked_at(dict(os.environ))
+    if asked is not None:
+        ledger.mark("asked", asked)
+    ledger.mark("interpreter", INTERPRETER_AT)
+    ledger.mark("imported")
     run_dir = RunDir(args.run_dir)
     options = ExecuteOptions(args.run_id, args.data_dir, args.wandb, args.verbose,
                              args.save_weights)
@@ -55,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             rank.kill()
         rank.wait()
     if current_rank() == 0:
+        ledger.mark("written")
+        record.ledger = ledger.build(ledger.marks(), record.raw)
         write_record(run_dir.cell_record(cell.id, args.repeat), record)
     return 0 if record.ok else 1
 

@@ -31,6 +31,29 @@ class Metric:
 # framework code, logging, communication that is not overlapped with compute.
 PHASES = ("data", "forward", "backward", "optimizer", "rest")
 
+# Where a cell's wall time goes (bench.measure.ledger), in the order a cell goes
+# through them: from the moment the orchestrator asks for its process to the moment it
+# has read its record. The parts add up to the cell's wall (cell_wall_s).
+LEDGER_PARTS = {
+    "start": "Python's start-up: the orchestrator asks for the process -> bench.cell's "
+             "first line",
+    "imports": "bench.cell's imports: torch, Lightning, the harness",
+    "setup": "imports done -> the first warm-up step: settings, seed, model, data, the "
+             "Trainer and its process group, the calibrated peaks",
+    "warmup": "the warm-up steps (the step clock's)",
+    "window": "the measured window (the step clock's; on CUDA the host's intervals)",
+    "validation": "the validation inside fit (the clock's paused time) and any validation "
+                  "or test after training",
+    "teardown": "training done -> the record built (Lightning's teardown, the machine's "
+                "state, derived metrics), and waiting for the other ranks to end",
+    "wandb": "finishing the cell's wandb run (its start is in setup)",
+    "exit": "the record written -> the orchestrator sees the process gone (within its "
+            "0.1 s poll)",
+    "handoff": "the process gone -> the orchestrator has read the record (under torchrun: "
+               "the wandb run finished -> every rank has left the cell)",
+    "other": "the cell's wall less every part above: gaps between them",
+}
+
 # A cell is "unstable" above either (bench.analyze.summary).
 UNSTABLE_WINDOW_MEDIAN_RATIO = 1.10
 UNSTABLE_REPEAT_CV = 0.10
@@ -182,6 +205,15 @@ METRICS: tuple[Metric, ...] = (
                       "over to validation: the validation graph (inference mode, its own "
                       "batch size) and any later recompile, the slowest rank's"),
     Metric(name="wall_s", unit="s", derivation="the cell's wall clock, set-up included"),
+    Metric(name="cell_wall_s", unit="s", stored=False,
+           derivation="the orchestrator's wall clock for the cell: from asking for its "
+                      "process to reading its record (its ledger's wall; under torchrun from "
+                      "the walk reaching the cell to every rank leaving it)"),
+    Metric(name="overhead_s", unit="s", better="lower", stored=False,
+           derivation="cell_wall_s less the warm-up and the measured window (rank 0's): what "
+                      "the cell cost beyond training"),
+    Metric(name="harness_efficiency", unit="fraction", display="pct", better="higher",
+           stored=False, derivation="rank 0's measured window / cell_wall_s"),
 )
 BY_NAME = {metric.name: metric for metric in METRICS}
 STORED_NAMES = tuple(m.name for m in METRICS if m.stored)

@@ -11,7 +11,8 @@ reader can always recompute. On disk a record is one JSON object:
      "raw": {"ranks": [RankRaw, ...], "flops_per_sample", "peak_source", ...},
      "metrics": {bench.metrics.STORED_NAMES -> number | null},
      "env_key": {"hostname", "device", "torch", "lightning"},
-     "started_at": ISO-8601 UTC, "wall_s", "log": "cells/<cell-id>/log.txt"}
+     "started_at": ISO-8601 UTC, "wall_s", "log": "cells/<cell-id>/log.txt",
+     "machine": {...} | null, "ledger": {"wall_s", "parts", "marks", "note"} | null}
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ class Record:
     # bench.measure.machine_state: the machine around the cell's training (busy, what
     # else ran, load, steal, clocks); None in records that did not train or predate it.
     machine: dict[str, Any] | None = None
+    # bench.measure.ledger: where the cell's wall time went, asked -> record read
+    # (wall_s, parts, marks, note); None in records that predate it, and skipped ones.
+    ledger: dict[str, Any] | None = None
     schema: int = SCHEMA_VERSION
 
     @classmethod

@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from bench.execute.wandb_sink import report_run, resolve_mode
 from bench.matrix import WARMUP_MODES, MatrixError
+from bench.measure.ledger import process_started_at
 from bench.measure.trace import PROFILE_VAR
 from bench.orchestrate.estimate import History, estimate, print_overview
 from bench.orchestrate.plan import (
@@ -51,7 +53,7 @@ from bench.orchestrate.rundir import (
     ensure_results_root,
     open_resume,
 )
-from bench.record import RunDir
+from bench.record import RunDir, read_records
 from strategies.registry import Machine
 
 LIST = ""  # --matrix with no name: list the presets
@@ -122,8 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def finish(run_dir: RunDir, plan: RunPlan) -> None:
-    """Write the report of whatever finished, print its table, log the report run."""
+def records_in(run_dir: RunDir) -> int:
+    """How many records the run holds (the records a walk adds come after them)."""
+    return sum(1 for _ in read_records(run_dir.records)) if run_dir.records.exists() else 0
+
+
+def finish(run_dir: RunDir, plan: RunPlan, walked_from: int = 0,
+           started_at: float | None = None) -> None:
+    """Write the report of whatever finished, print its table, log the report run, and
+    print the harness line of the records this walk added (from index ``walked_from``)
+    over the run's wall since ``started_at`` (epoch; None: the harness line is left out)."""
+    from bench.analyze.ledger import harness_line
     from bench.analyze.load import load_records
     from bench.analyze.report import write_report
     from bench.analyze.summary import summarize
@@ -135,6 +146,10 @@ def finish(run_dir: RunDir, plan: RunPlan) -> None:
     plots = sorted(run_dir.plots.glob("*.png"))
     report_run(run_dir.path, plan.run_id, summarize(load_records(run_dir.path)), plots,
                plan.wandb_mode)
+    if started_at is not None:
+        walked = list(read_records(run_dir.records))[walked_from:]
+        print(harness_line((record.get("ledger") for record in walked),
+                           time.time() - started_at))
 
 
 def planning_machine(args: argparse.Namespace) -> Machine:
@@ -198,18 +213,25 @@ def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
     return create_run_dir(args.out, plan), plan
 
 
-def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: str) -> int:
+def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: str,
+                       started_at: float) -> int:
     """Every rank walks the matrix; rank 0 alone has the records, so it alone judges
     them (1 when a cell failed); the other ranks exit 0 and torchrun reports rank 0's."""
     from bench.orchestrate.launched import run_launched
 
     statuses: list[int] = []
+    walked_from: list[int] = []
+
+    def open_and_count() -> tuple[RunDir, RunPlan]:
+        run_dir, plan = open_run(args, machine, wandb_mode)
+        walked_from.append(records_in(run_dir))
+        return run_dir, plan
 
     def finish_and_judge(run_dir: RunDir, plan: RunPlan) -> None:
-        finish(run_dir, plan)
+        finish(run_dir, plan, walked_from[0], started_at)
         statuses.append(verdict(run_dir))
 
-    run_launched(lambda: open_run(args, machine, wandb_mode), finish_and_judge, args.data_dir,
+    run_launched(open_and_count, finish_and_judge, args.data_dir,
                  args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
     return statuses[0] if statuses else 0
 
@@ -224,18 +246,19 @@ def snapshot_now(run_dir: RunDir, dest: Path) -> None:
     refresh(run_dir, dest)
 
 
-def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan) -> int:
+def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: float) -> int:
     from bench.orchestrate.local import run_local
 
     print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
     print(estimate(plan, History.load(args.out)).text(), flush=True)
+    walked_from = records_in(run_dir)
     after_each = None
     if args.snapshot is not None:
         snapshot_now(run_dir, args.snapshot)  # env.json and matrix.json before any cell
         after_each = lambda: snapshot_now(run_dir, args.snapshot)  # noqa: E731
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
                           after_each)
-    finish(run_dir, plan)
+    finish(run_dir, plan, walked_from, started_at)
     if args.snapshot is not None:  # finish wrote the whole report: pack it
         from bench.orchestrate.snapshot import refresh
 
@@ -248,6 +271,9 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Run as a program, the run's wall starts with the process: its imports are the
+    # harness's cost too (bench.analyze.ledger.harness_line).
+    started_at = (process_started_at() if __name__ == "__main__" else None) or time.time()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     listing = not argv or args.matrix == LIST
@@ -262,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(args, machine, wandb_mode)
         if machine.launched_world_size is not None:
-            return run_under_launcher(args, machine, wandb_mode)
+            return run_under_launcher(args, machine, wandb_mode, started_at)
         run_dir, plan = open_run(args, machine, wandb_mode)
     except (MatrixError, RunDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -270,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # e.g. during the MNIST check, or a walk under torchrun
         print("interrupted", file=sys.stderr)
         return 130
-    return walk(args, run_dir, plan)
+    return walk(args, run_dir, plan, started_at)
 
 
 if __name__ == "__main__":

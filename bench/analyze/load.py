@@ -57,6 +57,7 @@ def load_records(path: str | Path) -> pd.DataFrame:
     (effective_*), stored metrics, and the raw values as a dict column ``raw``."""
     records = list(read_records(records_path(path)))
     raws = [record.pop("raw", None) or {} for record in records]
+    ledgers = [record.pop("ledger", None) for record in records]
     for record in records:  # a nested effective value (a DeepSpeed config) stays one cell
         record["effective"] = {k: v if not isinstance(v, dict) else str(v)
                                for k, v in (record.get("effective") or {}).items()}
@@ -66,6 +67,9 @@ def load_records(path: str | Path) -> pd.DataFrame:
         if name not in df:
             df[name] = None
     df["raw"] = pd.Series(raws, index=df.index, dtype=object)
+    df["ledger"] = pd.Series(ledgers, index=df.index, dtype=object)
+    for name, values in ledger_metrics(ledgers).items():
+        df[name] = pd.Series(values, index=df.index, dtype=float)
     for name in (*(n for n in NUMERIC_NAMES if n in STORED_NAMES), "world_size",
                  "global_batch_size"):
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
@@ -74,6 +78,21 @@ def load_records(path: str | Path) -> pd.DataFrame:
     df["peak_mem_mb"] = df["peak_mem_alloc_mb"].where(on_cuda & df["peak_mem_alloc_mb"].notna(),
                                                       df["peak_rss_mb"])
     return df
+
+
+def ledger_metrics(ledgers: list[dict[str, Any] | None]) -> dict[str, list[float | None]]:
+    """cell_wall_s, overhead_s and harness_efficiency (bench.metrics) of each record, from
+    its ledger (bench.measure.ledger); None where it has none or no wall."""
+    walls, overheads, efficiencies = [], [], []
+    for ledger in ledgers:
+        wall = (ledger or {}).get("wall_s")
+        parts = (ledger or {}).get("parts") or {}
+        window = parts.get("window")
+        walls.append(wall)
+        overheads.append(wall - (parts.get("warmup") or 0.0) - (window or 0.0)
+                         if wall is not None else None)
+        efficiencies.append(window / wall if wall and window is not None else None)
+    return {"cell_wall_s": walls, "overhead_s": overheads, "harness_efficiency": efficiencies}
 
 
 def latest(df: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,14 @@ import pandas as pd
 
 from bench.analyze.arithmetic import ARITHMETIC_LEGEND, arithmetic_table
 from bench.analyze.breakdown import BREAKDOWN_LEGEND, breakdown_table
+from bench.analyze.ledger import (
+    LEDGER_LEGEND,
+    MOST_OVERHEAD_LEGEND,
+    efficiency_note,
+    kinds_table,
+    ledger_rows,
+    most_overhead_table,
+)
 from bench.analyze.load import latest, load_records, read_env
 from bench.analyze.overhead import OVERHEAD_LEGEND, overhead_table
 from bench.analyze.pages import Section, html_page, markdown_page
@@ -59,8 +67,20 @@ def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
         # Only in runs that have a Lightning cell beside its control (raw, engine-*).
         *([Section("Lightning against its control", overhead, "", list(OVERHEAD_LEGEND))]
           if len(overhead) else []),
+        *ledger_sections(records if records is not None else pd.DataFrame()),
         Section(f"Not run ({len(skipped)})", skipped_view, "Every cell ran."),
     ]
+
+
+def ledger_sections(records: pd.DataFrame) -> list[Section]:
+    """Where the cells' wall time went (bench.analyze.ledger), when any record says."""
+    rows = ledger_rows(records)
+    if not len(rows):
+        return []
+    return [Section("Where a cell's wall time goes", kinds_table(rows), "",
+                    [efficiency_note(records), *LEDGER_LEGEND]),
+            Section("Cells with the most overhead", most_overhead_table(rows), "",
+                    list(MOST_OVERHEAD_LEGEND))]
 
 
 def write_report(run_dir: str | Path) -> str:

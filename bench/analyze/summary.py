@@ -34,7 +34,7 @@ ORDER = {
 
 
 def cell_fields(df: pd.DataFrame) -> list[str]:
-    skip = {*RECORD_COLUMNS, *(m.name for m in METRICS), "raw", "schema"}
+    skip = {*RECORD_COLUMNS, *(m.name for m in METRICS), "raw", "ledger", "schema"}
     return [c for c in df.columns
             if c not in skip and not c.startswith(("env_", "effective_", "machine_"))]
 

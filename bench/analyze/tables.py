@@ -25,7 +25,9 @@ LEFT_COLUMNS = ("status", "reason", "verdict", "basis", "present", "pick", "acce
                 # comparisons across runs and machines (bench.compare, bench.history)
                 "machine", "host", "CPU", "CPU id", "CPU peak TFLOP/s", "GPUs", "git", "date",
                 "cell", "next machine", "run", "path", "started", "time from", "change",
-                "from -> to")
+                "from -> to",
+                # where a cell's wall time went (bench.analyze.ledger)
+                "largest overhead parts")
 
 
 def fmt(value: Any, kind: str = "num") -> str:

@@ -22,6 +22,7 @@ from bench.execute.faults import inject as inject_fault
 from bench.execute.faults import slow_down_training_data
 from bench.execute.workload import Workload, build_effective, build_raw, prepare
 from bench.matrix import Cell
+from bench.measure import ledger
 from bench.measure.derive import derive_metrics
 from bench.measure.env import env_key
 from bench.measure.machine_state import Snapshot, machine_state
@@ -58,6 +59,7 @@ def execute(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -
     one; rank 0's is the one written). A failure is a ``failed`` record (reason ``oom``
     for out-of-memory), never an exception."""
     started = time.perf_counter()
+    ledger.begin_cell()
     record = Record.new(cell, repeat, options.run_id, Status.OK, env_key(cell.accelerator))
     # 1. A fault asked for by the isolation tests, then settings, seed, model and data:
     #    the same for every backend.
@@ -68,8 +70,13 @@ def execute(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -
     if workload is not None and record.ok:
         _guarded(record, run_dir, lambda: _train_and_measure(workload, run_dir, options,
                                                              record, started))
-    if record.wall_s is None:
+    if record.wall_s is None:  # it failed before its record was built
         record.wall_s = time.perf_counter() - started
+    if "record_built" not in ledger.marks():  # a failure: it ends where the cell stopped
+        ledger.mark("record_built")
+    # Without the orchestrator's marks (asked, read) yet: bench.cell and the callers
+    # of execute close it (bench.measure.ledger).
+    record.ledger = ledger.build(ledger.marks(), record.raw)
     return record
 
 
@@ -90,6 +97,7 @@ def _prepare(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) 
     inject_fault(cell.id, current_rank())  # MNIST_BENCH_INJECT_FAULT, else nothing
     run_dir.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
     workload = prepare(cell, repeat, options.data_dir, run_dir.peaks, run_dir.cell_dir(cell.id))
+    ledger.mark("prepared")
     slow_down_training_data(cell.id, current_rank(), workload.datamodule)
     return workload
 
@@ -119,9 +127,11 @@ def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOpti
     _save_weights(workload, options)
     record.wall_s = time.perf_counter() - started
     record.metrics = derive_metrics(record.raw, result.world_size, record.wall_s)
+    ledger.mark("record_built")
     # 5. The wandb run gets the record's metrics and is closed.
     if logger is not None:
         wandb_sink.finish_cell(logger, record)
+    ledger.mark("wandb_done")
 
 
 def agree_on_failure(record: Record) -> None:

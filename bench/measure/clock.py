@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from bench.measure import ledger
 from bench.measure.memory import memory_peaks
 from bench.measure.warmup import WarmupRule, all_ranks_agree, steady
 from bench.metrics import PHASES
@@ -125,6 +126,7 @@ class StepClock:
         return None if self.warmup_steps is None else len(self._steps) - self.warmup_steps
 
     def start(self) -> None:
+        ledger.mark("training_start")  # before the clock's first mark: the ledger holds it
         synchronize(self.device)
         self._record("rest")
 
@@ -178,6 +180,7 @@ class StepClock:
         synchronize(self.device)
         now = time.perf_counter()
         self.resume()
+        ledger.mark("training_end")  # after the clock's last mark: the ledger holds it
         if not self._steps:
             return
         paused = [mark.host for mark in self._open if mark.phase == PAUSED]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.matrix import Cell
+from bench.measure import ledger
 from bench.measure.env import env_key
 from bench.record import OOM_REASON, Record, RunDir, Status, read_record
 
@@ -91,13 +92,16 @@ class CellProcess:
         for stale in (out, *o.run_dir.rank_failures(cell_id, self.repeat)):
             stale.unlink(missing_ok=True)
         started = time.perf_counter()
+        asked = time.time()  # the cell's ledger starts here (bench.measure.ledger)
         with open(log, "a") as handle:
             handle.write(f"=== repeat {self.repeat}: {' '.join(self.command())}\n")
             handle.flush()
             self.process = subprocess.Popen(
                 self.command(), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1",
+                                                          ledger.ASKED_AT_VAR: repr(asked)})
             returncode, timed_out = self._wait(started)
+            exited = time.time()
             # The launcher is gone; a rank it started may not be (stuck in a collective).
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -114,6 +118,7 @@ class CellProcess:
         else:
             record = self._record(Status.FAILED, self._first_failure(returncode, log))
         record.wall_s = record.wall_s or wall
+        record.ledger = ledger.close(record.ledger, record.raw, asked, exited, time.time())
         return record
 
     def _first_failure(self, returncode: int, log: Path) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import os
+import time
 from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 
 from bench.execute.lifecycle import ExecuteOptions, agree_on_failure, execute
+from bench.measure import ledger
 from bench.measure.env import env_key
 from bench.orchestrate.plan import RunPlan
 from bench.orchestrate.progress import progress_line
@@ -80,11 +82,14 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
             record = Record.new(cell, repeat, plan.run_id, Status.SKIPPED,
                                 env_key(cell.accelerator), reason)
         else:
+            asked = time.time()
             record = execute(cell, repeat, run_dir, options)
             release_memory()
             # A collective, so every rank leaves the cell before the next one starts; a
             # cell that failed on any rank is recorded as failed, with that rank's reason.
             agree_on_failure(record)
+            record.ledger = ledger.close(record.ledger, record.raw, asked, None, time.time(),
+                                         in_process=True)
         if rank == 0:
             append_record(run_dir.records, record)
             print(progress_line(index, plan, record), flush=True)

@@ -76,3 +76,14 @@ def test_the_committed_reference_records_still_load() -> None:
         records = [Record.from_dict(data) for data in rec.read_records(path)]
         assert records and all(r.cell_id for r in records)
         assert any(r.ok and r.raw.ranks for r in records)
+
+
+def test_a_records_ledger_round_trips_and_older_records_load_without_one() -> None:
+    record = Record.new(Cell(), 0, "run", Status.OK, ENV_KEY)
+    record.ledger = {"wall_s": 18.25, "parts": {"start": 0.5, "other": 17.75},
+                     "marks": {"asked": 1000.0, "read": 1018.25}, "note": None}
+    data = json.loads(json.dumps(record.to_dict()))
+    assert Record.from_dict(data).ledger == record.ledger
+    del data["ledger"]  # as every record written before the ledger existed
+    rec.validate(data)
+    assert Record.from_dict(data).ledger is None

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bench import record as rec
+from bench.metrics import LEDGER_PARTS
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,27 @@ def test_outputs_and_printed_summary(smoke_run: dict) -> None:
     assert "[4/4]" in smoke_run["stdout"]
     log = run_dir / "cells" / "cpu-2x-ddp-32-true-bs64-tensor" / "log.txt"
     assert log.is_file()
+
+
+def test_each_record_says_where_its_wall_time_went(smoke_run: dict) -> None:
+    """Every part of a cell in its own process is reached; they add up to the wall, and
+    the clock's parts are the record's own figures (rank 0's)."""
+    for record in smoke_run["records"]:
+        ledger, rank0 = record["ledger"], record["raw"]["ranks"][0]
+        parts = ledger["parts"]
+        assert list(parts) == list(LEDGER_PARTS)
+        assert all(value is not None and value >= 0 for part, value in parts.items()
+                   if part != "other"), parts
+        assert sum(parts.values()) == pytest.approx(ledger["wall_s"], abs=1e-3)
+        assert abs(parts["other"]) < 0.05, parts  # the marks leave no gap between parts
+        assert parts["window"] == round(rank0["window_s"], 4)
+        assert parts["warmup"] == round(sum(rank0["warmup_step_s"]), 4)
+        assert parts["validation"] == round(rank0["paused_s"], 4) > 0
+        assert parts["imports"] > 0.5 and parts["wandb"] > 0  # torch; an offline run
+        assert ledger["wall_s"] > record["wall_s"]  # execute's wall leaves out the process
+        assert ledger["note"] is None
+    assert "## Where a cell's wall time goes" in (smoke_run["dir"] / "report.md").read_text()
+    assert "harness: 4 cell run(s), run wall " in smoke_run["stdout"]
 
 
 def wandb_records(path: Path) -> list[Any]:

@@ -160,6 +160,12 @@ def test_faults_are_isolated_and_the_matrix_goes_on(tmp_path: Path,
     assert by_id[cell_id(32)]["status"] == "failed"
     assert by_id[cell_id(32)]["reason"] == "oom"
 
+    # A failed cell keeps the parts of its ledger it reached (bench.measure.ledger).
+    assert raised["ledger"]["parts"]["setup"] > 0 and raised["ledger"]["parts"]["window"] is None
+    assert [part for part, value in killed["ledger"]["parts"].items()
+            if value is not None] == ["handoff", "other"]  # it left no record
+    assert killed["ledger"]["wall_s"] > 0
+
     ok = by_id[cell_id(48)]
     assert ok["status"] == "ok", ok["reason"]
     assert ok["metrics"]["samples_per_s"] > 0

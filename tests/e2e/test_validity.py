@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from bench.matrix import Cell
+from bench.measure.ledger import IN_PROCESS_NOTE
 from bench.record import RunDir
 from mnist_core.model import MnistNet
 
@@ -275,6 +276,24 @@ def test_model_state_per_rank_shows_what_each_strategy_shards(runs: dict[str, An
 
 
 # -- 5. throughput accounting of a real DDP record ------------------------------------------
+
+@pytest.mark.slow
+def test_ledgers_of_cells_run_in_process(runs: dict[str, Any]) -> None:
+    """The hand-written loop's validation after the window is timed by the ledger; a
+    torchrun walk's cells have no process start, and say so."""
+    raw = runs["raw_adam"]["ledger"]
+    marks, rank0 = raw["marks"], runs["raw_adam"]["raw"]["ranks"][0]
+    assert raw["parts"]["validation"] == round(marks["eval_end"] - marks["eval_start"], 4) > 0
+    assert raw["parts"]["window"] == round(rank0["window_s"], 4)
+    assert raw["wall_s"] is None and raw["parts"]["other"] is None  # no orchestrator here
+    for record in runs["engines"].values():
+        ledger = record["ledger"]
+        assert ledger["note"] == IN_PROCESS_NOTE
+        assert ledger["parts"]["start"] is None and ledger["parts"]["imports"] is None
+        assert sum(v for v in ledger["parts"].values() if v is not None) == pytest.approx(
+            ledger["wall_s"], abs=1e-3)
+        assert ledger["parts"]["window"] == round(record["raw"]["ranks"][0]["window_s"], 4)
+
 
 @pytest.mark.slow
 def test_ddp_record_accounting(runs: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from bench.execute.workload import (
     warmup_rule,
 )
 from bench.matrix import Cell
+from bench.measure import ledger
 from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback, gather
 from strategies.registry import trainer_arguments
 
@@ -74,7 +75,9 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
                if key in trainer.callback_metrics}  # the in-fit validation's
     if target is not None:
         outcome |= target.result()
+        ledger.mark("eval_start")  # after fit, off the clock: the ledger times it
         results = trainer.test(workload.model, datamodule=workload.datamodule, verbose=verbose)
+        ledger.mark("eval_end")
         outcome |= {key: float(value) for key, value in (results[0] if results else {}).items()}
     extra: dict[str, Any] = {}
     if hasattr(trainer.strategy, "config") and isinstance(trainer.strategy.config, dict):

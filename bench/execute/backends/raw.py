@@ -24,6 +24,7 @@ from bench.execute.workload import (
     step_trace,
     warmup_rule,
 )
+from bench.measure import ledger
 from bench.measure.clock import StepClock
 from bench.measure.hooks import gather
 from bench.measure.memory import reset_memory_peaks
@@ -167,8 +168,10 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         "master_params": master_parameter_bytes(engine.optimizer)}
     if compile_meter:
         compile_meter.training_done()
+    ledger.mark("eval_start")  # after the window, off the clock: the ledger times it
     outcome = evaluate(engine.module, data.val_dataloader(), device, engine.input_dtype,
                        engine.autocast)
+    ledger.mark("eval_end")
     rank_raw.compile = compile_meter.result() if compile_meter else None
     return LoopResult(
         ranks=gather(rank_raw), peak_source=peak_source, precision=cell.precision,
