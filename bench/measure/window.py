@@ -41,7 +41,10 @@ def window_steps(min_steps: int, min_window_s: float, step_s: float) -> int:
     """The steps of a time window: enough for WINDOW_MARGIN x ``min_window_s`` at
     ``step_s`` seconds a step, at most MAX_WINDOW_STEPS, never fewer than
     ``min_steps``."""
-    wanted = math.ceil(WINDOW_MARGIN * min_window_s / step_s) if step_s > 0 else MAX_WINDOW_STEPS
+    if step_s <= 0:
+        return max(min_steps, MAX_WINDOW_STEPS)
+    # Rounded first, so that 2.2 / 0.004 (550.0000000000001 in binary) is 550 steps.
+    wanted = math.ceil(round(WINDOW_MARGIN * min_window_s / step_s, 6))
     return max(min_steps, min(wanted, MAX_WINDOW_STEPS))
 
 
@@ -60,7 +63,7 @@ class WindowChoice:
     step_s_estimate: float
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> WindowChoice:
