@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 from bench.execute.spawn import needs_own_ranks, start_other_ranks  # noqa: E402
 from bench.matrix import Cell  # noqa: E402
 from bench.measure import ledger  # noqa: E402
+from bench.measure.window import WindowChoice  # noqa: E402
 from bench.record import RunDir, write_record  # noqa: E402
 
 
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--save-weights", type=Path, default=None,
                         help="rank 0 saves the final state_dict here (for checks)")
+    parser.add_argument("--window-choice", type=WindowChoice.from_json, default=None,
+                        help="the time window an earlier repeat of the cell chose, as JSON "
+                             "(bench.measure.window): this repeat measures as many steps")
     return parser
 
 
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger.mark("imported")
     run_dir = RunDir(args.run_dir)
     options = ExecuteOptions(args.run_id, args.data_dir, args.wandb, args.verbose,
-                             args.save_weights)
+                             args.save_weights, args.window_choice)
     record = execute(cell, args.repeat, run_dir, options)
     for rank in started:  # when this rank failed before it could wait for them
         if not record.ok:

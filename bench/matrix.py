@@ -13,6 +13,7 @@ from strategies.registry import accelerator_name, precision_name, strategy_spec
 
 MODES = ("throughput", "accuracy")
 WARMUP_MODES = ("steady", "fixed")  # bench.measure.warmup
+WINDOW_MODES = ("time", "fixed")  # bench.measure.window
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 
@@ -40,9 +41,11 @@ class Cell:
     optimizer_impl: str = "default"
     lr: float = 1e-3
     mode: str = "throughput"
-    steps: int = 30
+    steps: int = 30  # "time" window: at least; "fixed": exactly
     warmup_steps: int = 5  # at least; "steady": more until the step time is steady
     warmup: str = "steady"
+    window: str = "time"  # "time": steps enough for min_window_s, timed on the warm-up
+    min_window_s: float = 2.0
     target_acc: float = 0.98
     max_epochs: int = 3
     val_every_steps: int = 100
@@ -62,7 +65,7 @@ class Cell:
         except ValueError as error:
             raise MatrixError(str(error)) from error
         for name, valid in (("loader", LOADERS), ("compile", COMPILE_MODES), ("mode", MODES),
-                            ("warmup", WARMUP_MODES),
+                            ("warmup", WARMUP_MODES), ("window", WINDOW_MODES),
                             ("matmul_precision", MATMUL_PRECISIONS),
                             ("optimizer", OPTIMIZERS), ("optimizer_impl", OPTIMIZER_IMPLS)):
             if getattr(self, name) not in valid:
@@ -74,6 +77,11 @@ class Cell:
                 raise MatrixError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise MatrixError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.min_window_s > 0:
+            raise MatrixError(f"min_window_s must be positive, got {self.min_window_s}")
+        if self.window == "time" and self.mode == "throughput" and self.warmup_steps == 0:
+            raise MatrixError("window time chooses the step count from the warm-up's step "
+                              "time: give warmup_steps >= 1, or window fixed")
         if not 0.0 < self.target_acc <= 1.0:
             raise MatrixError(f"target_acc must be in (0, 1], got {self.target_acc}")
         if self.lr <= 0:

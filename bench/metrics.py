@@ -85,6 +85,14 @@ METRICS: tuple[Metric, ...] = (
            derivation="the slowest rank's window / (its measured steps x its median step); "
                       "1.00 when every step took as long, above 1 when some steps were "
                       "slow (warm-up not over, a transient on the machine)"),
+    Metric(name="window_steps", unit="steps",
+           derivation="steps measured on each rank: the cell's steps under window=fixed; "
+                      "under window=time at least those, as many as min_window_s takes at "
+                      "the warm-up's step time, chosen in the cell's first repeat of the run "
+                      "(raw.window says how)"),
+    Metric(name="window_s", unit="s",
+           derivation="the slowest rank's measured window: the seconds samples_per_s "
+                      "divides by"),
     Metric(name="warmup_steps_taken", unit="steps",
            derivation="steps warm-up took (bench.measure.warmup: at least the cell's "
                       "warmup_steps, then until the last 3 are within 10% of their median)"),

@@ -8,7 +8,8 @@ reader can always recompute. On disk a record is one JSON object:
     {"schema": 1, "run_id", "cell_id", "cell": {every Cell field as asked},
      "repeat", "seed" (= cell.seed + repeat), "status", "reason",
      "effective": {what actually ran: precision, world_size, strategy class, ...},
-     "raw": {"ranks": [RankRaw, ...], "flops_per_sample", "peak_source", ...},
+     "raw": {"ranks": [RankRaw, ...], "flops_per_sample", "peak_source",
+             "window": {how many steps were measured, chosen how}, ...},
      "metrics": {bench.metrics.STORED_NAMES -> number | null},
      "env_key": {"hostname", "device", "torch", "lightning"},
      "started_at": ISO-8601 UTC, "wall_s", "log": "cells/<cell-id>/log.txt",
@@ -100,6 +101,9 @@ class Raw:
     steps_to_target: int | None = None
     target_acc: float | None = None
     val_curve: list[dict[str, float]] | None = None
+    # Throughput cells: how the measured step count was chosen (bench.measure.window):
+    # rule, min_steps, min_window_s, max_steps, steps, chosen_in_repeat, step_s_estimate.
+    window: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; empty optional values are left out, as schema 1 wrote them."""

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.execute.wandb_sink import report_run, resolve_mode
-from bench.matrix import WARMUP_MODES, MatrixError
+from bench.matrix import WARMUP_MODES, WINDOW_MODES, Cell, MatrixError
 from bench.measure.ledger import process_started_at
 from bench.measure.trace import PROFILE_VAR
+from bench.measure.window import MAX_WINDOW_STEPS
 from bench.orchestrate.estimate import History, estimate, print_overview
 from bench.orchestrate.plan import (
     DEFAULT_TIMEOUT_S,
@@ -95,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="steady (default): after --warmup-steps, warm up until the last 3 steps are "
              "within 10%% of their median, at most 4x --warmup-steps; fixed: exactly "
              "--warmup-steps")
+    settings.add_argument(
+        "--window", choices=WINDOW_MODES, default=None,
+        help="how many steps a throughput cell measures. time (default): at least --steps "
+             "and at least --min-window-s seconds, the count chosen from the warm-up's step "
+             f"time in the cell's first repeat (at most {MAX_WINDOW_STEPS} steps) and kept "
+             "for its every repeat in the run; fixed: exactly --steps")
+    settings.add_argument(
+        "--min-window-s", type=float, default=None, metavar="S",
+        help="with --window time: the shortest measured window, in seconds (default "
+             f"{Cell.min_window_s:g})")
     p.add_argument("--repeats", type=int, default=None, help="runs per cell (seed + repeat)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the cells and skip reasons, build each runnable cell's strategy, "

@@ -27,7 +27,11 @@
 #    names the GPU with its SMs and memory; NVML's clock and temperature around each
 #    cell where pynvml is installed; cells measured busy and warm-ups that never became
 #    steady are listed.
-# Exit status 0 only when the preflight passed, every record is ok and the clocks agree;
+# 7. The time windows: every CUDA throughput cell measured the count its raw.window
+#    chose on every rank, and the repeat that chose it for at least its min_window_s
+#    (2 s) unless it reached the step cap; each one's count, window and estimate listed.
+# Exit status 0 only when the preflight passed, every record is ok, the clocks agree
+# and the windows hold;
 # otherwise 1, with every record that is not ok listed with its reason.
 #
 # For the script's own test only: GPU_CHECK_STAND_IN=FILE.toml skips the GPU refusal and
@@ -155,6 +159,31 @@ for r in (json.loads(line) for line in open(sys.argv[1])):
             print(f"WINDOWS  {where}: host {sum(host):.3f} s, device {sum(device):.3f} s")
             problems += 1
 print("device and host clocks agree" if not problems else f"{problems} clock problem(s)")
+sys.exit(1 if problems else 0)
+EOF
+echo "== the time windows: at least min_window_s, the chosen count on every rank"
+python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+import json
+import sys
+
+problems = 0
+for r in (json.loads(line) for line in open(sys.argv[1])):
+    window = r.get("raw", {}).get("window") or {}
+    if r["status"] != "ok" or r["cell"]["accelerator"] != "cuda" or window.get("rule") != "time":
+        continue
+    where, seconds = f"{r['cell_id']} (repeat {r['repeat']})", r["metrics"]["window_s"]
+    print(f"{where}: {window['steps']} steps in {seconds:.2f} s (a step estimated at "
+          f"{1000 * window['step_s_estimate']:.3f} ms, chosen in repeat "
+          f"{window['chosen_in_repeat']})")
+    if any(len(rank["step_s"]) != window["steps"] for rank in r["raw"]["ranks"]):
+        print(f"COUNT  {where}: ranks measured {[len(k['step_s']) for k in r['raw']['ranks']]}")
+        problems += 1
+    # The repeat that chose the count; a later one keeps it, however fast its steps.
+    chose = window["chosen_in_repeat"] == r["repeat"]
+    if chose and seconds < window["min_window_s"] and window["steps"] < window["max_steps"]:
+        print(f"SHORT WINDOW  {where}: {seconds:.2f} s < {window['min_window_s']:g} s")
+        problems += 1
+print("time windows as chosen" if not problems else f"{problems} window problem(s)")
 sys.exit(1 if problems else 0)
 EOF
 echo "== the machine: GPU fingerprint, NVML state, busy cells, warm-up"

@@ -88,6 +88,28 @@ def unlike_validation(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
             f"B on {'/'.join(map(str, b))}")
 
 
+def window_counts(ok: pd.DataFrame) -> list[int]:
+    """The distinct measured step counts of a side's ok records (metric window_steps;
+    a record written before it existed: its first rank's measured steps)."""
+    stored = pd.to_numeric(ok.get("window_steps", pd.Series(index=ok.index, dtype=float)),
+                           errors="coerce")
+    counted = ok.get("raw", pd.Series(index=ok.index, dtype=object)).map(
+        lambda raw: len((raw.get("ranks") or [{}])[0].get("step_s") or [])
+        if isinstance(raw, dict) else None)
+    counts = stored.fillna(pd.to_numeric(counted, errors="coerce")).dropna()
+    return sorted(int(count) for count in counts[counts > 0].unique())
+
+
+def unlike_windows(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
+    """A note when the two sides measured windows of different step counts (a time
+    window chosen on each side, or another --steps): each figure still holds, but the
+    steps averaged over are not the same."""
+    a, b = window_counts(ok_a), window_counts(ok_b)
+    if not a or not b or (a == b and len(a) == 1):
+        return None
+    return f"windows differ: A measured {'/'.join(map(str, a))} steps, B {'/'.join(map(str, b))}"
+
+
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
                  accuracy_points: float = 1.0) -> pd.DataFrame:
     """One row per cell in either run (frames from load_records): medians, B/A ratios,
@@ -128,6 +150,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
             if row["verdict"] == BROKEN:  # why B did not measure: its last reason
                 reasons = side["b"]["reason"].dropna()
                 row["reason"] = str(reasons.iloc[-1]) if len(reasons) else None
+        if present == "both" and (different := unlike_windows(ok["a"], ok["b"])):
+            row["basis"] += f"; {different}"
         if unlike := unlike_validation(ok["a"], ok["b"]):
             # No ratio, and no accuracy alarm from the gate, across validation sets.
             row |= {f"{name}_ratio": math.nan for name in VALIDATION_METRICS

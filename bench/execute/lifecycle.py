@@ -26,6 +26,7 @@ from bench.measure import ledger
 from bench.measure.derive import derive_metrics
 from bench.measure.env import env_key
 from bench.measure.machine_state import Snapshot, machine_state
+from bench.measure.window import WindowChoice
 from bench.record import OOM_REASON, Raw, Record, RunDir, Status, write_json_atomic
 from strategies.registry import strategy_spec
 
@@ -39,6 +40,7 @@ class ExecuteOptions:
     wandb_mode: str = "disabled"
     verbose: bool = False
     save_weights: Path | None = None  # rank 0 saves the final state_dict here (for checks)
+    window_choice: WindowChoice | None = None  # the time window an earlier repeat chose
 
 
 def current_rank() -> int:
@@ -96,7 +98,8 @@ def _guarded(record: Record, run_dir: RunDir, step: Callable[[], T]) -> T | None
 def _prepare(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -> Workload:
     inject_fault(cell.id, current_rank())  # MNIST_BENCH_INJECT_FAULT, else nothing
     run_dir.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
-    workload = prepare(cell, repeat, options.data_dir, run_dir.peaks, run_dir.cell_dir(cell.id))
+    workload = prepare(cell, repeat, options.data_dir, run_dir.peaks, run_dir.cell_dir(cell.id),
+                       options.window_choice)
     ledger.mark("prepared")
     slow_down_training_data(cell.id, current_rank(), workload.datamodule)
     return workload

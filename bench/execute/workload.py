@@ -20,6 +20,7 @@ from bench.measure.env import device_name, version
 from bench.measure.flops import flops_per_training_sample
 from bench.measure.trace import StepTrace, profile_steps
 from bench.measure.warmup import WarmupRule
+from bench.measure.window import Window, WindowChoice
 from bench.metrics import FULL_VAL_IMAGES, SANITY_VAL_IMAGES
 from bench.record import RankRaw, Raw
 from mnist_core.data import MnistDataModule
@@ -43,6 +44,8 @@ class Workload:
     # where the cell's compile cache and profiler trace go
     cell_dir: Path
     peaks_file: Path | None = None  # the run's calibrated CPU peaks (RunDir.peaks)
+    # How many steps it measures (bench.measure.window); None for an accuracy cell.
+    window: Window | None = None
 
     @property
     def seed(self) -> int:
@@ -50,9 +53,11 @@ class Workload:
 
 
 def prepare(cell: Cell, repeat: int, data_dir: str | None, peaks_file: Path | None = None,
-            cell_dir: Path | None = None) -> Workload:
+            cell_dir: Path | None = None, window_choice: WindowChoice | None = None
+            ) -> Workload:
     """Settings, seed, then the model (its weights depend only on the seed) and data.
-    Both backends train ``model.net`` from here, so their first steps are identical."""
+    Both backends train ``model.net`` from here, so their first steps are identical.
+    ``window_choice``: the time window an earlier repeat of the cell chose."""
     settings = apply_process_settings(cell)
     L.seed_everything(cell.seed + repeat, workers=True, verbose=False)
     model = MnistModel(lr=cell.lr, optimizer=cell.optimizer, optimizer_impl=cell.optimizer_impl)
@@ -62,7 +67,8 @@ def prepare(cell: Cell, repeat: int, data_dir: str | None, peaks_file: Path | No
                                  num_workers=loader_workers(cell), seed=cell.seed + repeat,
                                  val_images=validation_images(cell))
     return Workload(cell, repeat, model, datamodule, settings,
-                    cell_dir or Path(tempfile.mkdtemp(prefix="mnist-bench-")), peaks_file)
+                    cell_dir or Path(tempfile.mkdtemp(prefix="mnist-bench-")), peaks_file,
+                    Window.for_cell(cell, repeat, window_choice))
 
 
 def validation_images(cell: Cell) -> int:
@@ -123,12 +129,15 @@ class LoopResult:
     outcome: dict[str, Any] = field(default_factory=dict)  # val/test values, accuracy curve
     extra_effective: dict[str, Any] = field(default_factory=dict)
     arithmetic: dict[str, Any] = field(default_factory=dict)  # bench.measure.arithmetic
+    window: Window | None = None  # how many steps were measured, and how that was chosen
 
 
 def build_raw(workload: Workload, result: LoopResult) -> Raw:
     cell = workload.cell
     raw = Raw(ranks=result.ranks, peak_source=result.peak_source,
               flops_per_sample=flops_per_training_sample(MnistNet), **result.outcome)
+    if result.window is not None:
+        raw.window = result.window.to_record()
     if raw.val_acc is not None:  # what the datamodule validated on (bench.metrics val_images)
         raw.val_images = workload.datamodule.val_images
     compiled = [r.compile for r in result.ranks if r.compile]

@@ -19,7 +19,8 @@ kept out of the steps; the device is synchronised at a pause, so that training
 kernels still queued there are not run inside the excluded validation.
 
 The first steps are warm-up, kept apart from the window; bench.measure.warmup says
-when warm-up ends.
+when warm-up ends. The window's step count is the cell's (bench.measure.window); a
+time window is chosen when warm-up ends, from the warm-up's step times.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import torch
 
 from bench.measure import ledger
 from bench.measure.memory import memory_peaks
-from bench.measure.warmup import WarmupRule, all_ranks_agree, steady
+from bench.measure.warmup import WarmupRule, all_ranks_agree, all_ranks_min, steady
+from bench.measure.window import Window
 from bench.metrics import PHASES
 from bench.record import RankRaw
 
@@ -86,11 +88,15 @@ class StepClock:
 
     warmup: WarmupRule
     device: torch.device
+    # How many steps to measure; None: the loop decides when to stop.
+    window: Window | None = None
     # How a mark reads the device clock; None: no device clock (CPU). Tests stand in
     # for CUDA events here.
     device_event: Callable[[], Any] | None = None
     # How the ranks agree that warm-up is over (default: an all-reduce over them).
     agree: Callable[[bool], bool] | None = None
+    # How the ranks agree on a step time to size a time window by (default: the least).
+    agree_min: Callable[[float], float] | None = None
     # The steps warm-up took; None while it goes on.
     warmup_steps: int | None = None
     warmup_steady: bool | None = None
@@ -107,7 +113,11 @@ class StepClock:
             self.device_event = cuda_event
         if self.agree is None:
             self.agree = lambda flag: all_ranks_agree(flag, self.device)
+        if self.agree_min is None:
+            self.agree_min = lambda value: all_ranks_min(value, self.device)
         if self.warmup.max_steps == 0:
+            if self.window is not None and self.window.calibrates:
+                raise ValueError("a time window is sized on the warm-up: it needs a warm-up step")
             self.warmup_steps = 0
 
     def _record(self, phase: str) -> _Mark:
@@ -124,6 +134,18 @@ class StepClock:
     def measured_steps(self) -> int | None:
         """Steps done since warm-up ended; None while it goes on."""
         return None if self.warmup_steps is None else len(self._steps) - self.warmup_steps
+
+    @property
+    def window_done(self) -> bool:
+        """The window holds its steps (never, without a window: the loop decides)."""
+        target = self.window.steps if self.window is not None else None
+        return target is not None and self.measured_steps == target
+
+    @property
+    def last_window_step_next(self) -> bool:
+        """The next step is the window's last."""
+        target = self.window.steps if self.window is not None else None
+        return target is not None and self.measured_steps == target - 1
 
     def start(self) -> None:
         ledger.mark("training_start")  # before the clock's first mark: the ledger holds it
@@ -160,6 +182,9 @@ class StepClock:
             if self.warmup.adaptive:  # ended before its bound: the ranks agreed it was
                 self.warmup_steady = (self.warmup_steps < self.warmup.max_steps
                                       or steady(self._warmup_host_s))
+            if self.window is not None and self.window.calibrates:
+                assert self.agree_min is not None
+                self.window.calibrate(self._warmup_host_s, self.agree_min)
 
     def pause(self) -> None:
         if not self._paused:  # a second pause does not restart the paused interval

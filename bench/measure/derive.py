@@ -77,6 +77,8 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
         slowest_by_median = _window_at_median_step(slowest)
         steadiness = [r.warmup_steady for r in ranks]
         metrics |= {
+            "window_steps": max(len(r.step_s) for r in ranks),  # the same on every rank
+            "window_s": window,
             "warmup_steps_taken": max(len(r.warmup_step_s) for r in ranks),
             "warmup_steady": None if None in steadiness else all(steadiness),
             "samples_per_s_median": samples / by_median if by_median > 0 else None,

@@ -14,6 +14,7 @@ from bench.measure.clock import StepClock
 from bench.measure.memory import reset_memory_peaks
 from bench.measure.peaks import device_peak_tflops
 from bench.measure.warmup import WarmupRule
+from bench.measure.window import Window
 from bench.record import RankRaw
 
 
@@ -34,11 +35,11 @@ class MeasureCallback(L.Callback):
     :class:`DataPhaseProfiler`), ``on_train_batch_start`` (forward: the whole
     ``training_step``), ``on_before_zero_grad`` (optimizer), ``on_before_backward``,
     ``on_after_backward`` (rest), ``on_before_optimizer_step``, and
-    ``on_train_batch_end`` closes the step; once ``steps`` steps have been measured
-    after warm-up, it stops training (None: training stops by itself)."""
+    ``on_train_batch_end`` closes the step; once the ``window``'s steps have been
+    measured after warm-up, it stops training (None: training stops by itself)."""
 
-    def __init__(self, warmup: WarmupRule, steps: int | None = None) -> None:
-        self.warmup, self.steps = warmup, steps
+    def __init__(self, warmup: WarmupRule, window: Window | None = None) -> None:
+        self.warmup, self.window = warmup, window
         self.clock: StepClock | None = None
         self.ranks: list[RankRaw] = []
         self.compile_meter: Any = None  # bench.measure.compile.CompileMeter, if compiling
@@ -49,7 +50,7 @@ class MeasureCallback(L.Callback):
             self.clock.mark(phase)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.clock = StepClock(self.warmup, trainer.strategy.root_device)
+        self.clock = StepClock(self.warmup, trainer.strategy.root_device, self.window)
         self.clock.start()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -82,7 +83,7 @@ class MeasureCallback(L.Callback):
         assert self.clock is not None
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.clock.step_done(loss, len(batch[1]))
-        if self.steps is not None and self.clock.measured_steps == self.steps:
+        if self.clock.window_done:
             trainer.should_stop = True
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

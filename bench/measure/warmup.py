@@ -19,8 +19,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+# torch is imported where a collective runs, not here: bench.cell reads this module
+# (through bench.measure.window) before it starts an engine cell's other ranks, and
+# those start before this rank has paid for importing torch.
+if TYPE_CHECKING:
+    import torch
 
 STEADY_STEPS = 3
 STEADY_TOLERANCE = 0.10
@@ -70,9 +75,23 @@ class WarmupRule:
 def all_ranks_agree(flag: bool, device: torch.device) -> bool:
     """True when ``flag`` is true on every rank (``flag`` itself without a process
     group). The tensor lives on ``device``: NCCL reduces CUDA tensors only."""
+    import torch
+
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return flag
     verdict = torch.tensor([int(flag)], device=device)
     dist.all_reduce(verdict, op=dist.ReduceOp.MIN)
     return bool(verdict.item())
+
+
+def all_ranks_min(value: float, device: torch.device) -> float:
+    """The smallest ``value`` of any rank (``value`` itself without a process group)."""
+    import torch
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    least = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(least, op=dist.ReduceOp.MIN)
+    return float(least.item())

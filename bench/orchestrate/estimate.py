@@ -3,7 +3,10 @@ made; and the presets listed with their counts and estimates (``python -m bench.
 
 Each (cell, repeat) that runs here costs
 
-    start-up + (warm-up steps + steps) x seconds per step
+    start-up + (warm-up steps + measured steps) x seconds per step
+
+The measured steps are the cell's ``steps``, or under a time window as many as its
+``min_window_s`` takes at that step time (bench.measure.window.window_steps).
 
 - From this machine's earlier records (same host name and device) of the same cell
   id under the results root: the median step time of their measured windows, and
@@ -31,6 +34,7 @@ from typing import Any
 
 from bench.matrix import Cell, MatrixError
 from bench.measure.env import device_name
+from bench.measure.window import window_steps
 from bench.orchestrate.plan import Matrix, RunPlan, make_plan
 from bench.orchestrate.presets import PRESETS
 from bench.record import read_records
@@ -88,7 +92,7 @@ class History:
             return None
         step_s = statistics.median(step for step, _ in found)
         start_s = statistics.median(start for _, start in found)
-        return start_s + steps_of(cell) * step_s
+        return start_s + steps_of(cell, step_s) * step_s
 
 
 def newest_records(results_root: Path) -> list[Path]:
@@ -99,11 +103,14 @@ def newest_records(results_root: Path) -> list[Path]:
     return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)[:HISTORY_FILES]
 
 
-def steps_of(cell: Cell) -> float:
-    """Training steps, with validations as steps' worth of work (a forward pass is
-    about a third of a training step); accuracy cells at ``max_epochs``."""
+def steps_of(cell: Cell, step_s: float) -> float:
+    """Training steps of ``step_s`` seconds, with validations as steps' worth of work
+    (a forward pass is about a third of a training step); accuracy cells at
+    ``max_epochs``."""
     if cell.mode != "accuracy":
-        return cell.warmup_steps + cell.steps
+        measured = (window_steps(cell.steps, cell.min_window_s, step_s)
+                    if cell.window == "time" else cell.steps)
+        return cell.warmup_steps + measured
     per_epoch = max(1, TRAIN_SAMPLES // (cell.batch_size * cell.world_size))
     steps = cell.max_epochs * per_epoch
     validations = steps // max(1, cell.val_every_steps) + cell.max_epochs
@@ -121,7 +128,7 @@ def guessed_cell_s(cell: Cell, cpu_count: int) -> float:
         step_s = cell.batch_size * cell.devices / (per_core * max(1, cpu_count))
     else:
         step_s = max(CUDA_MIN_STEP_S, cell.batch_size / CUDA_SAMPLES_PER_S)
-    return start_s + steps_of(cell) * step_s
+    return start_s + steps_of(cell, step_s) * step_s
 
 
 @dataclass(frozen=True)
@@ -169,11 +176,12 @@ def duration_text(seconds: float) -> str:
 
 
 
-HOW = ("Estimates are rough: per cell run, a start-up plus (warm-up + steps) x a step time, "
-       "both from this machine's earlier records of the same cell under {root}/ when there "
-       "are any, else guessed (start-up ~{start:.0f} s; CPU {cpu32:.0f} samples/s per core "
-       "in 32-bit, {cpu16:.0f} in bf16; CUDA {cuda:.0f} samples/s per GPU). Accuracy cells "
-       "count --max-epochs, an upper bound.")
+HOW = ("Estimates are rough: per cell run, a start-up plus (warm-up + measured steps) x a "
+       "step time, both from this machine's earlier records of the same cell under {root}/ "
+       "when there are any, else guessed (start-up ~{start:.0f} s; CPU {cpu32:.0f} samples/s "
+       "per core in 32-bit, {cpu16:.0f} in bf16; CUDA {cuda:.0f} samples/s per GPU). A time "
+       "window's steps take at least --min-window-s; accuracy cells count --max-epochs, an "
+       "upper bound.")
 EXAMPLES = """\
   python -m bench.run --matrix smoke              run one preset (or a TOML file of axis lists)
   python -m bench.run --matrix all                run everything this machine can run

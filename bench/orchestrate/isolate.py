@@ -18,6 +18,7 @@ from typing import Any
 from bench.matrix import Cell
 from bench.measure import ledger
 from bench.measure.env import env_key
+from bench.measure.window import WindowChoice
 from bench.record import OOM_REASON, Record, RunDir, Status, read_record
 
 LOG_TAIL_LINES = 50
@@ -31,6 +32,7 @@ class CellOptions:
     wandb: str
     verbose: bool
     timeout_s: float
+    window_choice: WindowChoice | None = None  # the time window an earlier repeat chose
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -82,6 +84,8 @@ class CellProcess:
             command += ["--data-dir", o.data_dir]
         if o.verbose:
             command.append("--verbose")
+        if o.window_choice is not None:
+            command += ["--window-choice", o.window_choice.to_json()]
         return command
 
     def run(self) -> Record:

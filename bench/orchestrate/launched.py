@@ -13,6 +13,7 @@ import gc
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -22,7 +23,8 @@ from bench.measure import ledger
 from bench.measure.env import env_key
 from bench.orchestrate.plan import RunPlan
 from bench.orchestrate.progress import progress_line
-from bench.record import Record, RunDir, Status, append_record
+from bench.orchestrate.windows import ChosenWindows
+from bench.record import Record, RunDir, Status, append_record, read_records
 from strategies.registry import slurm_launched
 
 
@@ -64,7 +66,9 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
     shared: list[object] = [None]
     if rank == 0:
         try:
-            shared = [open_run()]
+            run_dir, plan = open_run()
+            # A resume keeps the ok records, and with them the windows their repeats chose.
+            shared = [(run_dir, plan, ChosenWindows.from_records(read_records(run_dir.records)))]
         except ValueError as error:
             shared = [error]
     dist.broadcast_object_list(shared, src=0)
@@ -72,7 +76,7 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
     if isinstance(opened, ValueError):
         raise opened
     assert isinstance(opened, tuple)
-    run_dir, plan = opened
+    run_dir, plan, windows = opened
     if rank == 0:
         print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) on "
               f"{dist.get_world_size()} processes -> {run_dir.path}", flush=True)
@@ -83,13 +87,16 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
                                 env_key(cell.accelerator), reason)
         else:
             asked = time.time()
-            record = execute(cell, repeat, run_dir, options)
+            record = execute(cell, repeat, run_dir,
+                             replace(options, window_choice=windows.for_cell(cell.id)))
             release_memory()
             # A collective, so every rank leaves the cell before the next one starts; a
             # cell that failed on any rank is recorded as failed, with that rank's reason.
             agree_on_failure(record)
             record.ledger = ledger.close(record.ledger, record.raw, asked, None, time.time(),
                                          in_process=True)
+            # Every rank keeps the same choice: the ranks agreed on it (bench.measure.window).
+            windows.note(record)
         if rank == 0:
             append_record(run_dir.records, record)
             print(progress_line(index, plan, record), flush=True)

@@ -1,5 +1,6 @@
 """The matrix on one machine: each (cell, repeat) in its own child process group
-(bench.orchestrate.isolate), records appended as cells finish, Ctrl-C honoured."""
+(bench.orchestrate.isolate), records appended as cells finish, Ctrl-C honoured; a
+cell's later repeats measure the window its first chose (bench.orchestrate.windows)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from bench.measure.env import env_key
 from bench.orchestrate.isolate import CellOptions, CellProcess
 from bench.orchestrate.plan import DEFAULT_TIMEOUT_S, RunPlan
 from bench.orchestrate.progress import eta_text, progress_line, repeat_text
-from bench.record import Record, RunDir, Status, append_record
+from bench.orchestrate.windows import ChosenWindows
+from bench.record import Record, RunDir, Status, append_record, read_records
 
 
 def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
@@ -33,6 +35,8 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     durations: list[float] = []
+    # A resume keeps the ok records, and with them the windows their repeats chose.
+    windows = ChosenWindows.from_records(read_records(run_dir.records))
     runnable_left = plan.pending.runnable  # counted down: the plan is walked, never indexed
     try:
         for index, (cell, repeat, reason) in enumerate(plan.pending, start=1):
@@ -45,7 +49,7 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
             else:
                 timeout = cell_timeout_s or DEFAULT_TIMEOUT_S[cell.mode]
                 options = CellOptions(run_dir, plan.run_id, data_dir, plan.wandb_mode,
-                                      verbose, timeout)
+                                      verbose, timeout, windows.for_cell(cell.id))
                 eta = eta_text(durations, runnable_left)
                 runnable_left -= 1
                 print(f"[{index}/{len(plan.pending)}] {cell.id}{repeat_text(plan, repeat)}  "
@@ -56,6 +60,7 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
                     break
                 record = proc.run()
                 del current["proc"]
+                windows.note(record)
                 durations.append(time.perf_counter() - started)
             append_record(run_dir.records, record)
             print(progress_line(index, plan, record), flush=True)

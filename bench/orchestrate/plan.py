@@ -20,8 +20,8 @@ from strategies.registry import Machine, strategy_spec, why_skipped
 AXIS_FLAGS = {"accelerators": "accelerator", "devices": "devices", "strategies": "strategy",
               "precisions": "precision", "batch_sizes": "batch_size", "loaders": "loader",
               "compile": "compile", "optimizer_impls": "optimizer_impl", "modes": "mode"}
-SETTING_FLAGS = ("steps", "warmup_steps", "warmup", "seed", "target_acc", "max_epochs",
-                 "val_every_steps", "num_nodes")
+SETTING_FLAGS = ("steps", "warmup_steps", "warmup", "window", "min_window_s", "seed",
+                 "target_acc", "max_epochs", "val_every_steps", "num_nodes")
 DEFAULT_TIMEOUT_S = {"throughput": 900.0, "accuracy": 3600.0}
 
 

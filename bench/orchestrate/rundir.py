@@ -84,8 +84,9 @@ def open_resume(path: Path, asked: Matrix | None, machine: Machine, wandb_mode: 
         raise RunDirError(f"cannot resume {path}: not writable")
     try:  # a damaged file is one clear error naming it, not a bare JSON/key error
         stored_json = json.loads(run_dir.matrix.read_text())
-        stored = Matrix(tuple(Cell.from_dict(cell) for cell in stored_json["cells"]),
-                        int(stored_json["repeats"]))
+        # A cell written before the window existed measured exactly its steps.
+        stored = Matrix(tuple(Cell.from_dict({"window": "fixed"} | cell)
+                              for cell in stored_json["cells"]), int(stored_json["repeats"]))
     except (ValueError, KeyError, TypeError) as error:
         raise RunDirError(f"cannot resume {path}: its matrix.json is unreadable "
                           f"({type(error).__name__}: {error})") from None

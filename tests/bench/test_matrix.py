@@ -32,7 +32,16 @@ def test_cell_round_trips_through_a_dict() -> None:
     ({"strategy": "horovod"}, "unknown strategy"),
     ({"loader": "fast"}, "unknown loader"),
     ({"target_acc": 1.5}, "target_acc"),
+    ({"window": "steps"}, "unknown window 'steps'; valid: time, fixed"),
+    ({"min_window_s": 0.0}, "min_window_s must be positive, got 0.0"),
+    # a time window is sized on the warm-up's steps: none to time
+    ({"warmup_steps": 0}, "window time chooses the step count from the warm-up's step time"),
 ])
 def test_bad_cells_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(MatrixError, match=message):
         Cell(**kwargs)
+
+
+def test_a_fixed_window_or_an_accuracy_cell_needs_no_warm_up() -> None:
+    assert Cell(warmup_steps=0, window="fixed").warmup_steps == 0
+    assert Cell(warmup_steps=0, mode="accuracy").window == "time"  # trains to its target

@@ -36,7 +36,8 @@ def engine_walk(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
                "--nproc_per_node=2", "-m", "bench.run", "--matrix", "smoke",
                "--strategies", ",".join(WALK_STRATEGIES), "--precisions", "32-true,16-mixed",
                "--batch-sizes", "16", "--steps", "8", "--warmup-steps", "2",
-               "--warmup", "fixed",  # as many steps as the Lightning ddp cell they match
+               # as many steps as the Lightning ddp cell they match
+               "--warmup", "fixed", "--window", "fixed",
                "--optimizer-impls", "fused", "--wandb", "disabled", "--out", str(out)]
     process = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)

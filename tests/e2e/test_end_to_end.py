@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bench import record as rec
+from bench.measure.window import window_steps
 from bench.metrics import LEDGER_PARTS
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,12 @@ def test_every_smoke_cell_lands_ok_with_throughput_and_accuracy(smoke_run: dict)
         assert record["metrics"]["mfu"] > 0
         assert record["metrics"]["peak_source"].startswith("calibrated")
         ranks = record["raw"]["ranks"]
-        assert all(len(rank["step_s"]) == 4 for rank in ranks)
+        # The default time window: at least the 4 steps, as many as 2.2 s takes at the
+        # warm-up's step time, and every rank measured exactly that many.
+        window = record["raw"]["window"]
+        assert (window["rule"], window["min_steps"], window["chosen_in_repeat"]) == ("time", 4, 0)
+        assert window["steps"] == window_steps(4, 2.0, window["step_s_estimate"])
+        assert all(len(rank["step_s"]) == window["steps"] for rank in ranks)
         # A steady warm-up of at least 1 step, at most 4; every rank ended it together.
         assert {len(rank["warmup_step_s"]) for rank in ranks} == {
             record["metrics"]["warmup_steps_taken"]}

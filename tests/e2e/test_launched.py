@@ -78,6 +78,9 @@ def check_records(records: list[dict[str, Any]], expected: list[tuple[str, str]]
         assert record["cell"]["num_nodes"] == num_nodes
         assert record["cell"]["devices"] * record["cell"]["num_nodes"] == world_size
         assert len(record["raw"]["ranks"]) == world_size  # every rank measured, rank 0 wrote
+        # every rank measured the window's steps: a time window's count agreed by all
+        steps = record["raw"]["window"]["steps"]
+        assert [len(rank["step_s"]) for rank in record["raw"]["ranks"]] == [steps] * world_size
         assert record["metrics"]["samples_per_s"] > 0
 
 

@@ -81,10 +81,11 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 # The runs: every check below reads them. The 2-process DDP cells run in children,
-# side by side, while the one-process cells run in this process.
+# side by side, while the one-process cells run in this process. A fixed warm-up and
+# a fixed window: every run here trains exactly as many steps.
 ADAM = Cell(strategy="single", precision="32-true", batch_size=2 * B, loader="tensor",
             optimizer="adam", optimizer_impl="fused", steps=18, warmup_steps=2, warmup="fixed",
-            seed=0)  # a fixed warm-up: every run here trains exactly as many steps
+            window="fixed", seed=0)
 SGD = replace(ADAM, optimizer="sgd", optimizer_impl="default", lr=SGD_LR, steps=5,
               warmup_steps=0)
 DDP = dict(strategy="ddp", devices=2, batch_size=B)  # B per rank: the same global batch

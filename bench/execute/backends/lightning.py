@@ -22,14 +22,19 @@ from bench.execute.workload import (
 from bench.matrix import Cell
 from bench.measure import ledger
 from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback, gather
+from bench.measure.window import Window
 from strategies.registry import trainer_arguments
 
 
 def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], loggers: list[Any],
-                  verbose: bool, profiler: Any = None) -> L.Trainer:
-    """Throughput cells train up to the longest warm-up plus ``cell.steps``; the
-    MeasureCallback stops training (``trainer.should_stop``) once ``cell.steps`` have
-    been measured."""
+                  verbose: bool, profiler: Any = None, window: Window | None = None
+                  ) -> L.Trainer:
+    """Throughput cells train up to the longest warm-up plus the most steps the
+    ``window`` can take (default: the cell's own, as a first repeat chooses it); the
+    MeasureCallback stops training (``trainer.should_stop``) once the window's steps
+    have been measured. ``max_epochs=-1``: a window longer than an epoch of data goes
+    on into the next epoch, and with ``check_val_every_n_epoch=None`` an epoch's end
+    does not validate."""
     common: dict[str, Any] = dict(
         **trainer_arguments(cell), callbacks=callbacks, logger=loggers, profiler=profiler,
         enable_progress_bar=verbose, enable_model_summary=verbose, num_sanity_val_steps=0,
@@ -41,7 +46,9 @@ def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], logge
         # warm-up took its longest. Not trainer.validate() after fit: Lightning's
         # teardown has moved the module to the CPU by then, which ZeRO-3 never moves
         # back, and under FSDP the root is not rewrapped for it.
-        steps = warmup_rule(cell).max_steps + cell.steps
+        window = window or Window.for_cell(cell, 0)
+        assert window is not None  # a throughput cell has one
+        steps = warmup_rule(cell).max_steps + window.most_steps
         return L.Trainer(max_steps=steps, max_epochs=-1, check_val_every_n_epoch=None,
                          val_check_interval=steps, enable_checkpointing=False, **common)
     return L.Trainer(max_epochs=cell.max_epochs, check_val_every_n_epoch=None,
@@ -50,8 +57,7 @@ def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], logge
 
 def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -> LoopResult:
     cell, repeat = workload.cell, workload.repeat
-    measure = MeasureCallback(warmup_rule(cell),
-                              cell.steps if cell.mode == "throughput" else None)
+    measure = MeasureCallback(warmup_rule(cell), workload.window)
     peak = PeakCallback(cell.precision, workload.peaks_file)
     callbacks: list[L.Callback] = [measure, peak]
     target = None
@@ -61,7 +67,7 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
     # Per-step metrics always land in cells/<id>/metrics-r<repeat>/metrics.csv.
     csv = CSVLogger(str(cell_dir), name="", version=f"metrics-r{repeat}")
     trainer = build_trainer(cell, cell_dir, callbacks, [csv, *loggers], verbose,
-                            profiler=DataPhaseProfiler(measure))
+                            profiler=DataPhaseProfiler(measure), window=workload.window)
     measure.compile_meter = compile_network(workload, trainer.global_rank)
     measure.trace = step_trace(workload, trainer.global_rank, trainer.strategy.root_device)
     probe = arithmetic_probe(workload)
@@ -87,4 +93,4 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
         world_size=trainer.world_size, strategy=type(trainer.strategy).__name__,
         optimizer=trainer.optimizers[0] if trainer.optimizers else None,
         grad_scaler=getattr(trainer.precision_plugin, "scaler", None) is not None,
-        outcome=outcome, extra_effective=extra, arithmetic=arithmetic)
+        outcome=outcome, extra_effective=extra, arithmetic=arithmetic, window=workload.window)

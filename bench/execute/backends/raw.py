@@ -101,17 +101,18 @@ def run(workload: Workload) -> LoopResult:
     return result
 
 
-def _train_steps(engine: Any, loader: Any, steps: int, clock: StepClock,
-                 trace: StepTrace | None, device: torch.device) -> dict[str, int | None]:
-    """Warm-up, then ``steps`` measured training steps, each phase marked on the clock as
-    Lightning's hooks mark them (bench.measure.hooks); what the last step held after
-    its backward."""
+def _train_steps(engine: Any, loader: Any, clock: StepClock, trace: StepTrace | None,
+                 device: torch.device) -> dict[str, int | None]:
+    """Warm-up, then the clock's window of measured training steps (going round the
+    loader's epochs as needed), each phase marked on the clock as Lightning's hooks
+    mark them (bench.measure.hooks); what the last step held after its backward."""
+    assert clock.window is not None, "the hand-written loops measure throughput only"
     held: dict[str, int | None] = {}
-    batch_iterator = batches(loader, clock.warmup.max_steps + steps)
+    batch_iterator = batches(loader, clock.warmup.max_steps + clock.window.most_steps)
     clock.start()
     index = 0
-    while clock.measured_steps != steps:
-        last = clock.measured_steps == steps - 1
+    while not clock.window_done:
+        last = clock.last_window_step_next
         if trace is not None:
             trace.at_step(clock.measured_steps)
         clock.mark("data")
@@ -157,9 +158,9 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         ranks_here=int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)), rank=ranks.rank,
         barrier=torch.distributed.barrier if ranks.world_size > 1 else lambda: None)
     reset_memory_peaks(device)
-    clock = StepClock(warmup_rule(cell), device)
+    clock = StepClock(warmup_rule(cell), device, workload.window)
     trace = step_trace(workload, ranks.rank, device)
-    held = _train_steps(engine, data.train_dataloader(), cell.steps, clock, trace, device)
+    held = _train_steps(engine, data.train_dataloader(), clock, trace, device)
 
     rank_raw = clock.rank_raw(ranks.rank)
     rank_raw.peak_tflops = peak
@@ -179,4 +180,4 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         # DeepSpeed's ZeRO optimizer wraps the torch one as .optimizer; report that one.
         optimizer=getattr(engine.optimizer, "optimizer", engine.optimizer),
         grad_scaler=engine.grad_scaler, outcome=outcome,
-        arithmetic=probe.result(workload.model.net) if probe else {})
+        arithmetic=probe.result(workload.model.net) if probe else {}, window=workload.window)

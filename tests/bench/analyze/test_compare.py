@@ -338,3 +338,30 @@ def test_val_acc_on_the_same_images_is_compared(tmp_path: Path,
     row = fast_row(validated_run(tmp_path, "old", 0.80, None, None),
                    validated_run(tmp_path, "full", 0.79, 5000, 5000))
     assert row["val_acc_ratio"] == pytest.approx(0.79 / 0.80)
+
+
+# -- windows: a note when the two sides measured other step counts ------------------------
+
+def windowed_run(tmp_path: Path, name: str, *counts: int | None) -> Path:
+    """Repeats that measured ``counts`` steps (metric window_steps); None: a record
+    written before the metric existed, whose first rank's 30 steps say it."""
+    recs = [record("single", 1, "32-true", 100 + i, i) for i in range(len(counts))]
+    for rec, count in zip(recs, counts, strict=True):
+        rec["metrics"]["window_steps"] = count
+        if count is None:
+            del rec["metrics"]["window_steps"]
+            rec["raw"]["ranks"] = [{"step_s": [0.1] * 30}]
+        validate(rec)
+    return write(tmp_path / name, recs)
+
+
+def test_windows_of_other_step_counts_are_noted_in_the_basis(tmp_path: Path) -> None:
+    older = windowed_run(tmp_path, "a", None, None, None)
+    timed = fast_row(older, windowed_run(tmp_path, "b", 612, 612, 612))
+    assert timed["basis"].endswith("; windows differ: A measured 30 steps, B 612")
+    assert timed["samples_per_s_ratio"] == pytest.approx(1.0)  # still compared
+    mixed = fast_row(windowed_run(tmp_path, "c", 612, 640, 612),
+                     windowed_run(tmp_path, "d", 612, 612, 612))
+    assert mixed["basis"].endswith("; windows differ: A measured 612/640 steps, B 612")
+    same = fast_row(older, windowed_run(tmp_path, "e", 30, 30, 30))
+    assert "windows differ" not in same["basis"]

@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 
 from bench.matrix import Cell
+from bench.measure.window import MAX_WINDOW_STEPS, step_time_estimate, window_steps
 from bench.metrics import SANITY_VAL_IMAGES
 
 
@@ -17,7 +18,8 @@ def test_a_throughput_cell_validates_inside_fit_and_never_after(
         execute_cell: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``trainer.validate`` after fit breaks ZeRO-3 and multi-GPU FSDP (the module is
     torn down to the CPU / not rewrapped), so a throughput cell never calls it: it
-    validates once, inside fit, after its last step, with the clock paused."""
+    validates once, inside fit, after its last step, with the clock paused: also when
+    the Trainer's bound is the longest time window and the callback ends the window."""
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("trainer.validate called after fit")
 
@@ -31,9 +33,19 @@ def test_a_throughput_cell_validates_inside_fit_and_never_after(
     assert 0.0 <= metrics["val_acc"] <= 1.0 and metrics["val_loss"] > 0
     # a sanity check on the fixed subset, not the whole split (bench.metrics)
     assert metrics["val_images"] == record["raw"]["val_images"] == SANITY_VAL_IMAGES
-    # Steady warm-up (at least 1 step, at most 4), then exactly 3 measured steps.
-    assert len(rank["step_s"]) == 3 and 1 <= len(rank["warmup_step_s"]) <= 4
-    assert len(rank["loss"]) == len(rank["warmup_step_s"]) + 3
+    # Steady warm-up (at least 1 step, at most 4), then the time window: at least the
+    # 3 steps, as many as 2.2 s takes at the warm-up's step time, and exactly that many
+    # (more than 3 when a step is under 0.73 s; tests/bench/execute/test_window_backends.py
+    # grows one on a fake clock).
+    window, warmup_step_s = record["raw"]["window"], rank["warmup_step_s"]
+    assert 1 <= len(warmup_step_s) <= 4
+    estimate = window["step_s_estimate"]  # the warm-up's steps, timed before their ends
+    assert estimate == pytest.approx(step_time_estimate(warmup_step_s), rel=0.01)
+    assert window == {"rule": "time", "min_steps": 3, "min_window_s": 2.0,
+                      "max_steps": MAX_WINDOW_STEPS, "steps": window_steps(3, 2.0, estimate),
+                      "chosen_in_repeat": 0, "step_s_estimate": estimate}
+    assert len(rank["step_s"]) == metrics["window_steps"] == window["steps"]
+    assert len(rank["loss"]) == len(warmup_step_s) + window["steps"]
     # Validating the subset takes about a second here, a step of 32 images about 0.1 s:
     # the last step (after which validation ran) holds none of it.
     assert rank["step_s"][-1] < 1.0, rank["step_s"]

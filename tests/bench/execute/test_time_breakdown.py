@@ -25,7 +25,7 @@ def test_a_slowed_loader_is_the_data_wait(execute_cell: Any, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch,
                                           strategy: str) -> None:
     cell = Cell(strategy=strategy, precision="32-true", batch_size=16, loader="tensor",
-                optimizer_impl="fused", steps=STEPS, warmup_steps=2)
+                optimizer_impl="fused", steps=STEPS, warmup_steps=2, window="fixed")
     monkeypatch.setenv(ENV_VAR, f"{cell.id}=slow-data:{DELAY_S * 1000:g}")
     outside = time.perf_counter()
     record = execute_cell(cell, tmp_path)

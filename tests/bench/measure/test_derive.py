@@ -38,6 +38,8 @@ def test_throughput_is_global_samples_over_slowest_window() -> None:
     metrics = derive(two_ranks(), world_size=2)
     assert metrics["samples_per_s"] == pytest.approx(100 / 0.040)
     assert metrics["samples_per_s_per_device"] == pytest.approx(100 / 0.040 / 2)
+    # the window it divides by: the slowest rank's 5 steps (6..10 ms)
+    assert metrics["window_steps"] == 5 and metrics["window_s"] == pytest.approx(0.040)
 
 
 def test_step_percentiles_pool_every_rank() -> None:

@@ -109,7 +109,8 @@ def timed_fit(data_dir: Path, root: Path, measured: bool, steps: int, warmup: in
     from bench.matrix import Cell
 
     cell = Cell(strategy="single", precision="32-true", batch_size=64, loader="tensor",
-                optimizer_impl="fused", steps=steps, warmup_steps=warmup, warmup="fixed")
+                optimizer_impl="fused", steps=steps, warmup_steps=warmup, warmup="fixed",
+                window="fixed")
     L.seed_everything(0, verbose=False)
     model = MnistModel(optimizer_impl="fused")
     data = MnistDataModule(data_dir, cell.batch_size, cell.loader)

@@ -43,3 +43,17 @@ def test_resume_keeps_ok_records_and_plans_the_rest(tmp_path: Path) -> None:
     assert [(r["cell_id"], r["repeat"], r["status"]) for r in kept] == [(first.id, 0, "ok")]
     aside = [json.loads(line) for line in run_dir.superseded.read_text().splitlines()]
     assert [r["status"] for r in aside] == ["failed"]
+
+
+def test_a_run_from_before_the_window_resumes_with_exactly_its_steps(tmp_path: Path) -> None:
+    """Its matrix.json has no window: its cells measured exactly their steps, and its
+    remaining repeats do too, so that they stay comparable with the finished ones."""
+    run_dir = create_run_dir(tmp_path, make_plan("run-1", MATRIX, BOX, "disabled"))
+    stored = MATRIX.to_json()
+    for cell in stored["cells"]:
+        del cell["window"], cell["min_window_s"]
+    run_dir.matrix.write_text(json.dumps(stored))
+    _, plan = open_resume(run_dir.path, None, BOX, "disabled")
+    assert [cell.window for cell in plan.matrix.cells] == ["fixed", "fixed"]
+    with pytest.raises(RunDirError, match="changed settings in"):
+        open_resume(run_dir.path, MATRIX, BOX, "disabled")  # asked: the time window
