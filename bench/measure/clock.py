@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from bench.measure import ledger
+from bench.measure.energy import EnergyMeter
 from bench.measure.memory import memory_peaks
 from bench.measure.warmup import WarmupRule, all_ranks_agree, all_ranks_min, steady
 from bench.measure.window import Window
@@ -107,10 +108,14 @@ class StepClock:
     _open: list[_Mark] = field(default_factory=list)
     _paused: bool = False
     paused_s: float = 0.0  # host seconds paused (validation inside fit), in total
+    # The window's energy (bench.measure.energy); None: the device's own counters.
+    energy: EnergyMeter | None = None
 
     def __post_init__(self) -> None:
         if self.device_event is None and self.device.type == "cuda":
             self.device_event = cuda_event
+        if self.energy is None:
+            self.energy = EnergyMeter.for_device(self.device)
         if self.agree is None:
             self.agree = lambda flag: all_ranks_agree(flag, self.device)
         if self.agree_min is None:
@@ -151,6 +156,9 @@ class StepClock:
         ledger.mark("training_start")  # before the clock's first mark: the ledger holds it
         synchronize(self.device)
         self._record("rest")
+        if self.warmup_steps == 0:  # no warm-up: the window opens with the first step
+            assert self.energy is not None
+            self.energy.start()
 
     def mark(self, phase: str) -> None:
         """The current step enters ``phase`` (one of PHASES). Ignored while paused."""
@@ -185,18 +193,24 @@ class StepClock:
             if self.window is not None and self.window.calibrates:
                 assert self.agree_min is not None
                 self.window.calibrate(self._warmup_host_s, self.agree_min)
+            assert self.energy is not None
+            self.energy.start()  # drained and agreed: the window opens here
 
     def pause(self) -> None:
         if not self._paused:  # a second pause does not restart the paused interval
             synchronize(self.device)  # queued training work belongs to training
             self._record(PAUSED)
             self._paused = True
+            assert self.energy is not None
+            self.energy.pause()
 
     def resume(self) -> None:
         if self._paused:
             self._paused = False
             pause = next(m for m in reversed(self._open) if m.phase == PAUSED)
             self.paused_s += self._record("rest").host - pause.host
+            assert self.energy is not None
+            self.energy.resume()
 
     def finish(self) -> None:
         """Close the window. On the host clock, what the device still had queued
@@ -204,6 +218,8 @@ class StepClock:
         that followed it, which synchronised). The device clock knows when it ran."""
         synchronize(self.device)
         now = time.perf_counter()
+        assert self.energy is not None
+        self.energy.close()  # the window ends at the last step, or at the pause after it
         self.resume()
         ledger.mark("training_end")  # after the clock's last mark: the ledger holds it
         if not self._steps:
@@ -232,6 +248,7 @@ class StepClock:
             samples=int(sum(step.batch_size for step in self._steps[w:])),
             window_s=float(sum(step_s[w:])),
             paused_s=self.paused_s,
+            energy=self.energy.result() if self.energy is not None else None,
             loss=losses,
             **memory_peaks(self.device),
         )

@@ -81,13 +81,17 @@ def nvml_counter(device: torch.device) -> tuple[Callable[[], float] | None, str 
 
 @dataclass
 class EnergyMeter:
-    """``start`` where the window opens, ``result`` where it closes."""
+    """Joules over the window's training time: ``start`` where the window opens,
+    ``pause``/``resume`` around what the clock pauses for (validation inside fit),
+    ``close`` where the window closes, then ``result``."""
 
     read: Callable[[], float] | None  # joules, cumulative
     source: str | None
     reason: str | None = None  # why there is no counter
     shared: bool = False  # another rank reads the counter this rank's energy is in
-    _start: float | None = None
+    joules: float | None = None  # counted so far; None until the window opens
+    _since: float | None = None  # the reading the running interval started at
+    _closed: bool = False
 
     @classmethod
     def for_device(cls, device: torch.device) -> EnergyMeter:
@@ -101,12 +105,25 @@ class EnergyMeter:
         return cls(read, "rapl" if read else None, reason)
 
     def start(self) -> None:
-        if self.read is not None:
-            self._start = self.read()
+        if self.read is not None and self.joules is None:
+            self.joules, self._since = 0.0, self.read()
+
+    def pause(self) -> None:
+        if self.read is not None and self._since is not None and self.joules is not None:
+            self.joules += self.read() - self._since
+            self._since = None
+
+    def resume(self) -> None:
+        if self.read is not None and self.joules is not None and not self._closed:
+            self._since = self.read()
+
+    def close(self) -> None:
+        self.pause()
+        self._closed = True
 
     def result(self) -> dict[str, Any]:
         """{"joules", "source"} over the window, or {"joules": None, "reason"}."""
-        if self.read is None or self._start is None:
+        if self.joules is None:
             return {"joules": None, "source": None, "shared": self.shared,
                     "reason": self.reason or "the window never opened"}
-        return {"joules": self.read() - self._start, "source": self.source}
+        return {"joules": self.joules, "source": self.source}

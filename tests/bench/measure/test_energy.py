@@ -47,15 +47,47 @@ def test_without_nvml_the_reason_is_kept() -> None:
     assert read is None and reason is not None
 
 
-def test_the_meter_reads_the_counter_where_the_window_opens_and_closes() -> None:
-    counter = iter([100.0, 112.5])
-    meter = EnergyMeter(lambda: next(counter), "nvml")
-    meter.start()
-    assert meter.result() == {"joules": 12.5, "source": "nvml"}
+def test_the_meter_counts_the_window_and_leaves_out_its_pauses() -> None:
+    readings = iter([100.0, 112.5, 130.0, 131.0, 150.0])
+    meter = EnergyMeter(lambda: next(readings), "nvml")
+    meter.pause()  # before the window opens (a warm-up validation): nothing
+    meter.start()  # 100
+    meter.pause()  # 112.5: 12.5 J of training
+    meter.resume()  # 130: validation's 17.5 J left out
+    meter.close()  # 131: 1 J more
+    meter.resume()  # closed: the clock's last resume does not reopen it
+    assert meter.result() == {"joules": 13.5, "source": "nvml"}
     silent = EnergyMeter(None, None, "pynvml is not installed")
     silent.start()
+    silent.close()
     assert silent.result() == {"joules": None, "source": None, "shared": False,
                                "reason": "pynvml is not installed"}
+
+
+def test_the_clock_reads_energy_from_the_window_opening_to_its_closing_pause() -> None:
+    from bench.measure.clock import StepClock
+    from bench.measure.warmup import WarmupRule
+
+    counter = {"joules": 0.0}
+
+    def burn(joules: float) -> None:
+        counter["joules"] += joules
+
+    meter = EnergyMeter(lambda: counter["joules"], "rapl")
+    clock = StepClock(WarmupRule.for_cell(2, "fixed", "throughput"), torch.device("cpu"),
+                      agree=lambda flag: flag, energy=meter)
+    clock.start()
+    for step in range(5):  # 2 warm-up steps, then a window of 3
+        clock.mark("forward")
+        burn(10.0 if step < 2 else 1.0)
+        clock.step_done(None, 8)
+    clock.pause()  # validation inside fit: the window closed at the step before
+    burn(50.0)
+    clock.finish()
+    burn(7.0)
+    raw = clock.rank_raw(0)
+    assert raw.energy == {"joules": 3.0, "source": "rapl"}
+    assert len(raw.step_s) == 3
 
 
 def test_a_cpu_rank_other_than_the_first_on_its_node_leaves_rapl_to_it(
