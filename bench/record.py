@@ -126,6 +126,10 @@ class Record:
     # bench.measure.machine_state: the machine around the cell's training (busy, what
     # else ran, load, steal, clocks); None in records that did not train or predate it.
     machine: dict[str, Any] | None = None
+    # True: the cell's process was forked from the run's preload server (imports and
+    # MNIST already loaded); False: a new interpreter; None: no process (skipped), or
+    # a record from before preloading existed or from a torchrun walk.
+    preloaded: bool | None = None
     schema: int = SCHEMA_VERSION
 
     @classmethod

@@ -8,8 +8,11 @@ can run is ``--matrix all``.
 Before the first cell, what every cell needs is checked once: MNIST in the data
 directory, or downloadable into it, and a writable results root
 (bench.orchestrate.preflight, rundir). Each cell then runs in its own child process
-(bench.orchestrate.local); under torchrun every rank walks the matrix in process
-instead (bench.orchestrate.launched). Records are appended to
+(bench.orchestrate.local): a single-process cell forked from a server that imported
+torch, Lightning and the cell's modules and read MNIST once for the run
+(bench.orchestrate.preload; --no-preload: a new interpreter, as multi-rank cells
+always are); under torchrun every rank walks the matrix in process instead
+(bench.orchestrate.launched). Records are appended to
 results/<run-id>/records.jsonl as cells finish, then the report is written.
 
 Exit status:
@@ -111,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
                    help="default $WANDB_MODE, else offline")
     p.add_argument("--verbose", action="store_true", help="Lightning's progress bar and logs")
+    p.add_argument("--preload", action=argparse.BooleanOptionalAction, default=True,
+                   help="fork each single-process cell from one server that imported torch, "
+                        "Lightning and the cell's modules and read MNIST once per run "
+                        "(default); --no-preload: every cell a new interpreter. Multi-rank "
+                        "cells are always new interpreters")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="write a torch.profiler trace of the first N measured steps of each "
                         "cell to cells/<id>/trace-r<repeat>-rank<rank>.json (Perfetto, "
@@ -215,7 +223,8 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan) -> int:
 
     print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
     print(estimate(plan, History.load(args.out)).text(), flush=True)
-    completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout)
+    completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
+                          args.preload)
     finish(run_dir, plan)
     if not completed:
         print(f"interrupted; finish it with: python -m bench.run --resume {run_dir.path}",

@@ -10,13 +10,25 @@ from typing import Any
 from bench.measure.env import env_key
 from bench.orchestrate.isolate import CellOptions, CellProcess
 from bench.orchestrate.plan import DEFAULT_TIMEOUT_S, RunPlan
+from bench.orchestrate.preload import PreloadServer
 from bench.orchestrate.progress import eta_text, progress_line, repeat_text
 from bench.record import Record, RunDir, Status, append_record
 
 
 def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
-              cell_timeout_s: float | None) -> bool:
-    """Run every pending (cell, repeat) in a child process. False when interrupted."""
+              cell_timeout_s: float | None, preload: bool = True) -> bool:
+    """Run every pending (cell, repeat) in a child process (with ``preload``, single-
+    process cells forked from one preload server for the run). False when interrupted."""
+    server = PreloadServer(data_dir) if preload else None
+    try:
+        return _walk(plan, run_dir, data_dir, verbose, cell_timeout_s, server)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _walk(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
+          cell_timeout_s: float | None, server: PreloadServer | None) -> bool:
     current: dict[str, CellProcess] = {}
     stop_requested = False
 
@@ -42,7 +54,7 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
             else:
                 timeout = cell_timeout_s or DEFAULT_TIMEOUT_S[cell.mode]
                 options = CellOptions(run_dir, plan.run_id, data_dir, plan.wandb_mode,
-                                      verbose, timeout)
+                                      verbose, timeout, server)
                 eta = eta_text(durations, runnable_left)
                 runnable_left -= 1
                 print(f"[{index}/{len(plan.pending)}] {cell.id}{repeat_text(plan, repeat)}  "

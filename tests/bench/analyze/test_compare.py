@@ -338,3 +338,30 @@ def test_val_acc_on_the_same_images_is_compared(tmp_path: Path,
     row = fast_row(validated_run(tmp_path, "old", 0.80, None, None),
                    validated_run(tmp_path, "full", 0.79, 5000, 5000))
     assert row["val_acc_ratio"] == pytest.approx(0.79 / 0.80)
+
+
+# -- how the cells' processes started (bench.orchestrate.preload) --------------------------
+
+def started_run(tmp_path: Path, name: str, *preloaded: bool | None) -> Path:
+    """Repeats whose processes were forked from the preload server (True), new
+    interpreters (False), or records from before the field existed (None)."""
+    recs = [record("single", 1, "32-true", 100 + i, i) for i in range(len(preloaded))]
+    for rec, value in zip(recs, preloaded, strict=True):
+        if value is not None:
+            rec["preloaded"] = value
+    return write(tmp_path / name, recs)
+
+
+def test_the_basis_says_when_the_sides_started_their_cells_differently(tmp_path: Path) -> None:
+    forked = started_run(tmp_path, "forked", True, True, True)
+    fresh = started_run(tmp_path, "fresh", False, False, False)
+    row = fast_row(fresh, forked)
+    assert row["basis"].endswith("; A's cells new interpreters, "
+                                 "B's forked from the preload server")
+    assert row["verdict"] == "same"  # a note; the verdict is the figures'
+    mixed = fast_row(forked, started_run(tmp_path, "mixed", True, False, None))
+    assert mixed["basis"].endswith("; A's cells forked from the preload server, "
+                                   "B's forked from the preload server/new interpreters")
+    for a, b in ((forked, started_run(tmp_path, "forked2", True, True)),
+                 (fresh, started_run(tmp_path, "old", None, None, None))):
+        assert "cells" not in fast_row(a, b)["basis"]  # alike, or nothing known
