@@ -25,6 +25,7 @@ import os
 import runpy
 import sys
 import traceback
+from collections.abc import Iterator
 
 # The server's data directory: --data-dir as given to bench.run ("" for none).
 DATA_VAR = "MNIST_BENCH_PRELOAD_DATA"
@@ -40,34 +41,41 @@ loaded: dict[str, object] = {"modules": [], "mnist": False, "error": None}
 def warm(data_dir: str | None) -> None:
     """Import everything a cell imports and read MNIST once, in the server. A failure
     is remembered and printed, never raised: a cell then imports and reads itself."""
-    nvml_check = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
-    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # fork-safe is_available() here
-    try:
-        for name in LIBRARIES + CELL_MODULES:
-            importlib.import_module(name)
-            loaded["modules"].append(name)  # type: ignore[union-attr]
-        for name in OPTIONAL:
-            with contextlib.suppress(ImportError):
+    # An is_available() in an import goes through NVML here, which survives a fork.
+    with temporary_environment({"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}):
+        try:
+            for name in LIBRARIES + CELL_MODULES:
                 importlib.import_module(name)
                 loaded["modules"].append(name)  # type: ignore[union-attr]
-        from mnist_core.data import preload_raw_tensors
+            for name in OPTIONAL:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(name)
+                    loaded["modules"].append(name)  # type: ignore[union-attr]
+            from mnist_core.data import preload_raw_tensors
 
-        loaded["mnist"] = preload_raw_tensors(data_dir)
-    except Exception as error:  # the server goes on; its cells are just not warm
-        loaded["error"] = f"{type(error).__name__}: {error}"
-        traceback.print_exc()
-    finally:
-        _restore("PYTORCH_NVML_BASED_CUDA_CHECK", nvml_check)
+            loaded["mnist"] = preload_raw_tensors(data_dir)
+        except Exception as error:  # the server goes on; its cells are just not warm
+            loaded["error"] = f"{type(error).__name__}: {error}"
+            traceback.print_exc()
     import torch
 
-    assert not torch.cuda.is_initialized(), "the preload server initialised CUDA"
+    if torch.cuda.is_initialized():  # a forked child could not use CUDA: serve no cell
+        raise SystemExit("the preload server initialised CUDA; cells run as subprocesses")
 
 
-def _restore(name: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
+@contextlib.contextmanager
+def temporary_environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block, then what was there before."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_forked_cell(module: str, argv: list[str], log: str, env: dict[str, str]) -> None:
@@ -79,6 +87,9 @@ def run_forked_cell(module: str, argv: list[str], log: str, env: dict[str, str])
     os.environ.clear()
     os.environ.update(env)  # the orchestrator's, now: not the server's of the start
     _look_like_a_main_process()
+    if loaded["error"] or not loaded["modules"]:
+        print(f"warning: the preload server did not preload ({loaded['error'] or 'no import'});"
+              " this cell imports and reads MNIST itself", file=sys.stderr)
     sys.orig_argv = [sys.executable, "-m", module, *argv]
     sys.argv = [module, *argv]
     try:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from bench.matrix import Cell
 from bench.measure.env import env_key
-from bench.orchestrate.preload import PreloadServer, preloadable
+from bench.orchestrate.preload import PreloadServer, PreloadUnavailable, preloadable
 from bench.record import OOM_REASON, Record, RunDir, Status, read_record
 
 LOG_TAIL_LINES = 50
@@ -99,7 +99,8 @@ class CellProcess:
     @property
     def preloaded(self) -> bool:
         """Forked from the run's preload server rather than a new interpreter."""
-        return self.options.preload is not None and preloadable(self.cell)
+        server = self.options.preload
+        return server is not None and not server.broken and preloadable(self.cell)
 
     def arguments(self) -> list[str]:
         """bench.cell's command-line arguments for this (cell, repeat)."""
@@ -121,7 +122,12 @@ class CellProcess:
         env = os.environ | {"PYTHONUNBUFFERED": "1"}
         if self.preloaded:
             assert self.options.preload is not None
-            return self.options.preload.fork_cell(CELL_MODULE, self.arguments(), str(log), env)
+            try:
+                return self.options.preload.fork_cell(CELL_MODULE, self.arguments(), str(log),
+                                                      env)
+            except PreloadUnavailable as error:
+                handle.write(f"{error}; this cell is a new interpreter\n")
+                handle.flush()
         return subprocess.Popen(self.command(), stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 

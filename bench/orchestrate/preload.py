@@ -28,8 +28,9 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import subprocess
+from pathlib import Path
 
-from bench.execute.preload import DATA_VAR, run_forked_cell
+from bench.execute.preload import DATA_VAR, run_forked_cell, temporary_environment
 from bench.matrix import Cell
 
 PRELOAD_MODULES = ["bench.execute.preload"]
@@ -64,6 +65,10 @@ class PreloadedProcess:
         return self.returncode
 
 
+class PreloadUnavailable(RuntimeError):
+    """The server cannot fork a cell; the cell is to be a new interpreter."""
+
+
 class PreloadServer:
     """One forkserver per run, preloaded for ``data_dir`` (--data-dir; None: the
     environment's). Started on first use; ``close()`` ends it."""
@@ -72,32 +77,38 @@ class PreloadServer:
         self.data_dir = data_dir
         self.context = multiprocessing.get_context("forkserver")
         self.started = False
+        self.broken: str | None = None  # why the server forks no more cells
 
     def start(self) -> None:
         """Start the server now (its imports then overlap whatever comes next)."""
         if self.started:
             return
         self.context.set_forkserver_preload(PRELOAD_MODULES)
-        # The server reads its data directory from its environment, the one place a
-        # forkserver's preload can be told anything; the orchestrator's own is kept.
-        previous = os.environ.get(DATA_VAR)
-        os.environ[DATA_VAR] = self.data_dir or ""
-        try:
+        # The server learns from its environment, the one place a forkserver's preload
+        # can be told anything: its data directory, and where this project is (Python
+        # 3.11's forkserver does not pass sys.path on, and would skip the preload it
+        # cannot import without a word). The orchestrator's own environment is kept.
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        with temporary_environment({DATA_VAR: self.data_dir or "", "PYTHONPATH": path}):
             multiprocessing.forkserver.ensure_running()
-        finally:
-            if previous is None:
-                os.environ.pop(DATA_VAR, None)
-            else:
-                os.environ[DATA_VAR] = previous
         self.started = True
 
     def fork_cell(self, module: str, argv: list[str], log: str,
                   env: dict[str, str]) -> PreloadedProcess:
-        """``python -m module argv`` as a child of the server, output appended to log."""
+        """``python -m module argv`` as a child of the server, output appended to log.
+        Raises PreloadUnavailable, and forks no more, when the server is gone (it
+        stops itself when its preload initialised CUDA)."""
+        if self.broken:
+            raise PreloadUnavailable(self.broken)
         self.start()
         process = self.context.Process(target=run_forked_cell, args=(module, argv, log, env),
-                                       name=f"cell {argv[1] if len(argv) > 1 else module}")
-        process.start()
+                                       name=f"{module} (preloaded)")
+        try:
+            process.start()
+        except (OSError, EOFError) as error:
+            self.broken = f"the preload server is gone ({type(error).__name__}: {error})"
+            raise PreloadUnavailable(self.broken) from error
         return PreloadedProcess(process)
 
     def close(self) -> None:
