@@ -1,9 +1,11 @@
 """``python -m bench.cell --cell JSON ...``: run ONE cell (one repeat) in this
 process and leave its record in the run directory for the orchestrator.
 
-The orchestrator starts this in a child process per cell. Lightning's DDP
-launcher re-executes this same command line for the other ranks, so the
-command line describes exactly one cell. Exit status 1 when the cell failed
+The orchestrator starts this in a child process per cell, or, for a cell of one
+process, runs it as ``__main__`` in a child forked from its preload server
+(bench.execute.preload), with the same arguments. Lightning's DDP launcher
+re-executes this same command line for the other ranks, so the command line
+describes exactly one cell. Exit status 1 when the cell failed
 (its record says how).
 """
 

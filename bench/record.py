@@ -138,6 +138,10 @@ class Record:
     # bench.measure.ledger: where the cell's wall time went, asked -> record read
     # (wall_s, parts, marks, note); None in records that predate it, and skipped ones.
     ledger: dict[str, Any] | None = None
+    # True: the cell's process was forked from the run's preload server (imports and
+    # MNIST already loaded); False: a new interpreter; None: no process (skipped), or
+    # a record from before preloading existed or from a torchrun walk.
+    preloaded: bool | None = None
     schema: int = SCHEMA_VERSION
 
     @classmethod

@@ -8,8 +8,11 @@ can run is ``--matrix all``.
 Before the first cell, what every cell needs is checked once: MNIST in the data
 directory, or downloadable into it, and a writable results root
 (bench.orchestrate.preflight, rundir). Each cell then runs in its own child process
-(bench.orchestrate.local); under torchrun every rank walks the matrix in process
-instead (bench.orchestrate.launched). Records are appended to
+(bench.orchestrate.local): a single-process cell forked from a server that imported
+torch, Lightning and the cell's modules and read MNIST once for the run
+(bench.orchestrate.preload; --no-preload: a new interpreter, as multi-rank cells
+always are); under torchrun every rank walks the matrix in process instead
+(bench.orchestrate.launched). Records are appended to
 results/<run-id>/records.jsonl as cells finish, then the report is written.
 
 Exit status:
@@ -128,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after every cell, refresh DIR with run.tar.gz (the run folder, no "
                         "compile caches), records.jsonl, env.json and report.md: whatever "
                         "finished survives a run cut short (a metered GPU slot)")
+    p.add_argument("--preload", action=argparse.BooleanOptionalAction, default=True,
+                   help="fork each single-process cell from one server that imported torch, "
+                        "Lightning and the cell's modules and read MNIST once per run "
+                        "(default); --no-preload: every cell a new interpreter. Multi-rank "
+                        "cells are always new interpreters")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="write a torch.profiler trace of the first N measured steps of each "
                         "cell to cells/<id>/trace-r<repeat>-rank<rank>.json (Perfetto, "
@@ -268,7 +276,7 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: f
         snapshot_now(run_dir, args.snapshot)  # env.json and matrix.json before any cell
         after_each = lambda: snapshot_now(run_dir, args.snapshot)  # noqa: E731
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
-                          after_each)
+                          args.preload, after_each)
     finish(run_dir, plan, walked_from, started_at)
     if args.snapshot is not None:  # finish wrote the whole report: pack it
         from bench.orchestrate.snapshot import refresh

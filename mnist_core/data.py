@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
@@ -80,6 +81,37 @@ def missing_data_message(data_dir: Path, detail: str) -> str:
 
 def has_raw_files(data_dir: Path) -> bool:
     return all((raw_dir(data_dir) / name).is_file() for name in RAW_FILES)
+
+
+# MNIST's raw tensors by (resolved data directory, train), read once by a process
+# that forks cells (bench.execute.preload). A forked cell's copy is its own
+# (copy-on-write pages), so no cell can change what another reads.
+PRELOADED: dict[tuple[Path, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def preload_raw_tensors(data_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Read both splits into ``PRELOADED``: the same uint8 images and int64 labels as
+    torchvision's MNIST, read with numpy because a process that forks must not run a
+    parallel torch kernel (OpenMP's threads do not survive the fork). False when
+    the files are not there (the cell then finds out and says so itself)."""
+    root = resolve_data_dir(data_dir)
+    if not has_raw_files(root):
+        return False
+    for train, prefix in ((True, "train"), (False, "t10k")):
+        images = np.fromfile(raw_dir(root) / f"{prefix}-images-idx3-ubyte", np.uint8, offset=16)
+        labels = np.fromfile(raw_dir(root) / f"{prefix}-labels-idx1-ubyte", np.uint8, offset=8)
+        PRELOADED[(root, train)] = (torch.from_numpy(images.reshape(-1, 28, 28)),
+                                    torch.from_numpy(labels.astype(np.int64)))
+    return True
+
+
+def raw_tensors(data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (N, 28, 28) and int64 labels of a split: preloaded, else read."""
+    preloaded = PRELOADED.get((data_dir, train))
+    if preloaded is not None:
+        return preloaded
+    raw = MNIST(data_dir, train=train)
+    return raw.data, raw.targets
 
 
 def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -241,8 +273,8 @@ class MnistDataModule(L.LightningDataModule):
         return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 
     def _tensors(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = MNIST(self.data_dir, train=train)
-        return normalise(raw.data).to(self.device), raw.targets.to(self.device)
+        images, labels = raw_tensors(self.data_dir, train)
+        return normalise(images).to(self.device), labels.to(self.device)
 
     def _setup_synthetic(self) -> None:
         generator = torch.Generator().manual_seed(self.seed)

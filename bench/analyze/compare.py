@@ -110,6 +110,23 @@ def unlike_windows(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
     return f"windows differ: A measured {'/'.join(map(str, a))} steps, B {'/'.join(map(str, b))}"
 
 
+def process_starts(ok: pd.DataFrame) -> list[str]:
+    """How a side's ok records' processes started (bench.orchestrate.preload); a record
+    without the field says nothing."""
+    found = ok.get("preloaded", pd.Series(index=ok.index, dtype=object)).dropna()
+    return sorted({"forked from the preload server" if value else "new interpreters"
+                   for value in found})
+
+
+def unlike_start(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
+    """A note when the two sides' cells started differently: their figures compare,
+    but a forked cell's peak RSS counts the server's shared pages it touched."""
+    a, b = process_starts(ok_a), process_starts(ok_b)
+    if not a or not b or a == b:
+        return None
+    return f"A's cells {'/'.join(a)}, B's {'/'.join(b)}"
+
+
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
                  accuracy_points: float = 1.0) -> pd.DataFrame:
     """One row per cell in either run (frames from load_records): medians, B/A ratios,
@@ -159,6 +176,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
             row["basis"] += f"; {unlike}"
             side = {name: recs.drop(columns=list(VALIDATION_METRICS), errors="ignore")
                     for name, recs in side.items()}
+        if started := unlike_start(ok["a"], ok["b"]):
+            row["basis"] += f"; {started}"
         # bench.metrics "unstable" and "busy": a side not to act on, shown with the verdict
         row["caveats"] = ", ".join(
             f"{name.upper()} {flag}" for name in ("a", "b") if len(ok[name])

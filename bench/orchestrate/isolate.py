@@ -1,5 +1,7 @@
 """Run one cell in a child process group, so that a crash, a hang or an
-out-of-memory in it cannot take the matrix down."""
+out-of-memory in it cannot take the matrix down. The child is a new interpreter
+(``python -m bench.cell``), or, for a single-process cell when the run has a
+preload server, the same command forked from it (bench.orchestrate.preload)."""
 
 from __future__ import annotations
 
@@ -13,15 +15,28 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.matrix import Cell
 from bench.measure import ledger
 from bench.measure.env import env_key
 from bench.measure.window import WindowChoice
+from bench.orchestrate.preload import PreloadServer, PreloadUnavailable, preloadable
 from bench.record import OOM_REASON, Record, RunDir, Status, read_record
 
 LOG_TAIL_LINES = 50
+CELL_MODULE = "bench.cell"
+
+
+class ChildProcess(Protocol):
+    """What isolate.py needs of a cell's process: subprocess.Popen, PreloadedProcess."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,7 @@ class CellOptions:
     verbose: bool
     timeout_s: float
     window_choice: WindowChoice | None = None  # the time window an earlier repeat chose
+    preload: PreloadServer | None = None  # the run's server; None: every cell a subprocess
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -43,13 +59,21 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
-def kill_group(process: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
+def signal_group(process: ChildProcess, sig: int) -> None:
+    """``sig`` to the child's process group; to the child alone in the moment a forked
+    child has not yet made its group (os.setsid, its first act)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, sig)
+
+
+def kill_group(process: ChildProcess, grace_s: float = 5.0) -> None:
     """SIGTERM the child's whole process group (DDP ranks included), then SIGKILL."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
+        signal_group(process, sig)
         try:
             process.wait(timeout=wait)
             return
@@ -71,22 +95,47 @@ class CellProcess:
 
     def __init__(self, cell: Cell, repeat: int, options: CellOptions) -> None:
         self.cell, self.repeat, self.options = cell, repeat, options
-        self.process: subprocess.Popen[Any] | None = None
+        self.process: ChildProcess | None = None
         self.stopped = False
         self._stop_requested_at: float | None = None
 
-    def command(self) -> list[str]:
+    @property
+    def preloaded(self) -> bool:
+        """Forked from the run's preload server rather than a new interpreter."""
+        server = self.options.preload
+        return server is not None and not server.broken and preloadable(self.cell)
+
+    def arguments(self) -> list[str]:
+        """bench.cell's command-line arguments for this (cell, repeat)."""
         o = self.options
-        command = [sys.executable, "-m", "bench.cell", "--cell", json.dumps(self.cell.to_dict()),
-                   "--repeat", str(self.repeat), "--run-dir", str(o.run_dir.path),
-                   "--run-id", o.run_id, "--wandb", o.wandb]
+        arguments = ["--cell", json.dumps(self.cell.to_dict()), "--repeat", str(self.repeat),
+                     "--run-dir", str(o.run_dir.path), "--run-id", o.run_id, "--wandb", o.wandb]
         if o.data_dir:
-            command += ["--data-dir", o.data_dir]
+            arguments += ["--data-dir", o.data_dir]
         if o.verbose:
-            command.append("--verbose")
+            arguments.append("--verbose")
         if o.window_choice is not None:
-            command += ["--window-choice", o.window_choice.to_json()]
-        return command
+            arguments += ["--window-choice", o.window_choice.to_json()]
+        return arguments
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", CELL_MODULE, *self.arguments()]
+
+    def _start(self, log: Path, handle: Any, asked: float) -> ChildProcess:
+        """The cell's process, in a session and process group of its own, its output
+        appended to ``log`` (open as ``handle``), stdin /dev/null, unbuffered; it learns
+        when it was asked for (bench.measure.ledger)."""
+        env = os.environ | {"PYTHONUNBUFFERED": "1", ledger.ASKED_AT_VAR: repr(asked)}
+        if self.preloaded:
+            assert self.options.preload is not None
+            try:
+                return self.options.preload.fork_cell(CELL_MODULE, self.arguments(), str(log),
+                                                      env)
+            except PreloadUnavailable as error:
+                handle.write(f"{error}; this cell is a new interpreter\n")
+                handle.flush()
+        return subprocess.Popen(self.command(), stdout=handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
     def run(self) -> Record:
         """Run to the end, the timeout or ``stop()``; always return a record."""
@@ -98,12 +147,12 @@ class CellProcess:
         started = time.perf_counter()
         asked = time.time()  # the cell's ledger starts here (bench.measure.ledger)
         with open(log, "a") as handle:
-            handle.write(f"=== repeat {self.repeat}: {' '.join(self.command())}\n")
+            how = " (forked from the preload server)" if self.preloaded else ""
+            handle.write(f"=== repeat {self.repeat}{how}: {' '.join(self.command())}\n")
             handle.flush()
-            self.process = subprocess.Popen(
-                self.command(), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1",
-                                                          ledger.ASKED_AT_VAR: repr(asked)})
+            self.process = self._start(log, handle, asked)
+            if self.stopped:  # stop() came while the process was being started
+                signal_group(self.process, signal.SIGTERM)
             returncode, timed_out = self._wait(started)
             exited = time.time()
             # The launcher is gone; a rank it started may not be (stuck in a collective).
@@ -123,6 +172,7 @@ class CellProcess:
             record = self._record(Status.FAILED, self._first_failure(returncode, log))
         record.wall_s = record.wall_s or wall
         record.ledger = ledger.close(record.ledger, record.raw, asked, exited, time.time())
+        record.preloaded = self.preloaded
         return record
 
     def _first_failure(self, returncode: int, log: Path) -> str:
@@ -164,5 +214,4 @@ class CellProcess:
         self.stopped = True
         self._stop_requested_at = time.perf_counter()
         if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+            signal_group(self.process, signal.SIGTERM)

@@ -12,16 +12,29 @@ from typing import Any
 from bench.measure.env import env_key
 from bench.orchestrate.isolate import CellOptions, CellProcess
 from bench.orchestrate.plan import DEFAULT_TIMEOUT_S, RunPlan
+from bench.orchestrate.preload import PreloadServer
 from bench.orchestrate.progress import eta_text, progress_line, repeat_text
 from bench.orchestrate.windows import ChosenWindows
 from bench.record import Record, RunDir, Status, append_record, read_records
 
 
 def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
-              cell_timeout_s: float | None,
+              cell_timeout_s: float | None, preload: bool = True,
               after_each: Callable[[], None] | None = None) -> bool:
-    """Run every pending (cell, repeat) in a child process; ``after_each()`` once its
-    record is appended (``--snapshot``). False when interrupted."""
+    """Run every pending (cell, repeat) in a child process (with ``preload``, single-
+    process cells forked from one preload server for the run); ``after_each()`` once a
+    cell's record is appended (``--snapshot``). False when interrupted."""
+    server = PreloadServer(data_dir) if preload else None
+    try:
+        return _walk(plan, run_dir, data_dir, verbose, cell_timeout_s, server, after_each)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _walk(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
+          cell_timeout_s: float | None, server: PreloadServer | None,
+          after_each: Callable[[], None] | None) -> bool:
     current: dict[str, CellProcess] = {}
     stop_requested = False
 
@@ -49,7 +62,8 @@ def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: boo
             else:
                 timeout = cell_timeout_s or DEFAULT_TIMEOUT_S[cell.mode]
                 options = CellOptions(run_dir, plan.run_id, data_dir, plan.wandb_mode,
-                                      verbose, timeout, windows.for_cell(cell.id))
+                                      verbose, timeout, window_choice=windows.for_cell(cell.id),
+                                      preload=server)
                 eta = eta_text(durations, runnable_left)
                 runnable_left -= 1
                 print(f"[{index}/{len(plan.pending)}] {cell.id}{repeat_text(plan, repeat)}  "

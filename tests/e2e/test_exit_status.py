@@ -4,6 +4,7 @@ passes it on. The cheapest cells: the fault is raised before the cell trains."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,14 +41,22 @@ def launch(command: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 
 
 def test_a_failed_cell_makes_the_run_exit_1(tmp_path: Path, bench_env: dict[str, str]) -> None:
+    """Without the preload server, so that a single-process cell as a new interpreter,
+    its failure and its log tail, stay covered too."""
     out = tmp_path / "out"
-    code, stdout, stderr = launch([sys.executable, *ARGS, "--out", str(out)], bench_env)
+    code, stdout, stderr = launch([sys.executable, *ARGS, "--no-preload", "--out", str(out)],
+                                  bench_env)
     assert code == 1, stdout[-3000:] + stderr[-3000:]
     assert f"{FAILING}  failed  RuntimeError: fault injected" in stdout
     assert "16-mixed-bs16-tensor  skipped" in stdout
     assert VERDICT in stderr.splitlines()[-1]
     [run_dir] = out.iterdir()
     assert (run_dir / "report.md").is_file()  # the report is still written
+    [failed] = [record for line in (run_dir / "records.jsonl").read_text().splitlines()
+                if (record := json.loads(line))["cell_id"] == FAILING]
+    assert failed["preloaded"] is False
+    assert "--- last lines of the log ---" in failed["reason"]
+    assert "Traceback" in failed["reason"]
 
 
 def test_under_torchrun_rank_0s_verdict_is_the_launchs(tmp_path: Path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import re
 import signal
@@ -55,7 +56,9 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (e.g. a run directory)."""
+    """Live processes whose command line, or whose stdout (a cell's log), contains
+    ``text`` (e.g. a run directory). A cell forked from the preload server has the
+    server's command line, but its stdout is the cell's log in the run directory."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -63,9 +66,10 @@ def processes_mentioning(text: str) -> list[int]:
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             state = (proc / "stat").read_text().split(") ")[-1][:1]
+            stdout = os.readlink(proc / "fd" / "1")
         except OSError:
             continue
-        if text in cmdline and state != "Z":
+        if (text in cmdline or text.rstrip() in stdout) and state != "Z":
             found.append(int(proc.name))
     return found
 
@@ -168,6 +172,7 @@ def test_faults_are_isolated_and_the_matrix_goes_on(tmp_path: Path,
 
     ok = by_id[cell_id(48)]
     assert ok["status"] == "ok", ok["reason"]
+    assert {r["preloaded"] for r in by_id.values()} == {True}  # bench.run's default
     assert ok["metrics"]["samples_per_s"] > 0
     assert ok["effective"]["world_size"] == 1
     for line in (f"{cell_id(16)}  failed  RuntimeError", f"{cell_id(24)}  failed  killed by",
@@ -189,6 +194,7 @@ def test_a_hung_cell_times_out_and_leaves_no_process(tmp_path: Path,
     run_dir = run_dir_of(out)
     [hung] = records(run_dir)
     assert hung["status"] == "timeout"
+    assert hung["preloaded"] is True
     assert f"no result after {HANG_TIMEOUT_S} s" in hung["reason"]
     assert HANG_TIMEOUT_S <= hung["wall_s"] < HANG_TIMEOUT_S + 15
     assert not processes_mentioning(str(run_dir)), "a cell's process outlived the run"
@@ -222,6 +228,7 @@ def test_sigint_keeps_what_finished_and_resume_completes_it(
     assert [(r["cell_id"], r["status"]) for r in before] == [(first, "ok"),
                                                             (second, "interrupted")]
     assert before[1]["reason"] == "stopped by SIGINT/SIGTERM while running"
+    assert [r["preloaded"] for r in before] == [True, True]
     assert (run_dir / "report.md").is_file()
     assert first in (run_dir / "report.md").read_text()
     deadline = time.monotonic() + 15  # the interrupted cell's processes are gone
@@ -276,6 +283,7 @@ def test_a_failing_rank_is_the_reason_and_no_rank_outlives_its_cell(
     run_dir = run_dir_of(out)
     [failed] = records(run_dir)
     assert failed["status"] == "failed"
+    assert failed["preloaded"] is False  # its ranks are new interpreters (see preload.py)
     first_line = failed["reason"].splitlines()[0]
     assert first_line.startswith(f"RuntimeError: fault injected into {ddp}")
     assert "(rank 1, the first of 1 failed rank(s); rank 0 then" in first_line

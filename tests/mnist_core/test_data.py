@@ -123,3 +123,31 @@ def test_bad_loader_and_batch_size_are_refused() -> None:
         MnistDataModule(loader="fast")
     with pytest.raises(ValueError, match="batch_size must be positive"):
         MnistDataModule(batch_size=0)
+
+
+def test_preloaded_tensors_are_torchvisions_and_are_used(data_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """What a preload server reads with numpy is exactly what torchvision's MNIST reads
+    (values, dtype, shape), and a datamodule set up afterwards takes it from there."""
+    from torchvision.datasets import MNIST
+
+    from mnist_core import data
+
+    assert data.preload_raw_tensors(tmp_path) is False  # no files: nothing preloaded
+    try:
+        assert data.preload_raw_tensors(data_dir) is True
+        root = resolve_data_dir(data_dir)
+        assert sorted(train for _, train in data.PRELOADED) == [False, True]
+        for train, count in ((True, 60_000), (False, 10_000)):
+            images, labels = data.PRELOADED[(root, train)]
+            reference = MNIST(data_dir, train=train)
+            assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+            assert images.shape == (count, 28, 28) and labels.shape == (count,)
+            assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
+            assert data.raw_tensors(root, train)[0] is images
+        dm = MnistDataModule(data_dir, loader="tensor")
+        dm.setup("test")
+        assert dm.test_set[1] is data.PRELOADED[(root, False)][1]  # no second read
+        assert torch.equal(dm.test_set[0], data.normalise(data.PRELOADED[(root, False)][0]))
+    finally:
+        data.PRELOADED.clear()  # the other tests read the files themselves

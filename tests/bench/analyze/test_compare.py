@@ -365,3 +365,30 @@ def test_windows_of_other_step_counts_are_noted_in_the_basis(tmp_path: Path) -> 
     assert mixed["basis"].endswith("; windows differ: A measured 612/640 steps, B 612")
     same = fast_row(older, windowed_run(tmp_path, "e", 30, 30, 30))
     assert "windows differ" not in same["basis"]
+
+
+# -- how the cells' processes started (bench.orchestrate.preload) --------------------------
+
+def started_run(tmp_path: Path, name: str, *preloaded: bool | None) -> Path:
+    """Repeats whose processes were forked from the preload server (True), new
+    interpreters (False), or records from before the field existed (None)."""
+    recs = [record("single", 1, "32-true", 100 + i, i) for i in range(len(preloaded))]
+    for rec, value in zip(recs, preloaded, strict=True):
+        if value is not None:
+            rec["preloaded"] = value
+    return write(tmp_path / name, recs)
+
+
+def test_the_basis_says_when_the_sides_started_their_cells_differently(tmp_path: Path) -> None:
+    forked = started_run(tmp_path, "forked", True, True, True)
+    fresh = started_run(tmp_path, "fresh", False, False, False)
+    row = fast_row(fresh, forked)
+    assert row["basis"].endswith("; A's cells new interpreters, "
+                                 "B's forked from the preload server")
+    assert row["verdict"] == "same"  # a note; the verdict is the figures'
+    mixed = fast_row(forked, started_run(tmp_path, "mixed", True, False, None))
+    assert mixed["basis"].endswith("; A's cells forked from the preload server, "
+                                   "B's forked from the preload server/new interpreters")
+    for a, b in ((forked, started_run(tmp_path, "forked2", True, True)),
+                 (fresh, started_run(tmp_path, "old", None, None, None))):
+        assert "cells" not in fast_row(a, b)["basis"]  # alike, or nothing known

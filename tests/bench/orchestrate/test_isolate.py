@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from pathlib import Path
+
+import pytest
 
 from bench.matrix import Cell
 from bench.orchestrate.isolate import CellOptions, CellProcess, exit_reason, log_tail
+from bench.orchestrate.preload import PreloadServer, PreloadUnavailable
 from bench.record import RunDir
 
 
@@ -36,3 +40,29 @@ def test_the_command_line_carries_the_whole_cell(tmp_path: Path) -> None:
                         ("--data-dir", "/data"), ("--wandb", "offline")):
         assert command[command.index(flag) + 1] == value
     assert "--verbose" in command
+
+
+def test_only_single_process_cells_are_forked_from_the_preload_server(tmp_path: Path) -> None:
+    server = PreloadServer(None)  # never started: nothing here forks
+    with_server = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0, server)
+    without = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0)
+    single, engine = Cell(strategy="single"), Cell(strategy="raw")
+    ddp, engine_ddp = Cell(strategy="ddp", devices=2), Cell(strategy="engine-ddp", devices=2)
+    assert [CellProcess(c, 0, with_server).preloaded for c in (single, engine, ddp, engine_ddp)] \
+        == [True, True, False, False]
+    assert not CellProcess(single, 0, without).preloaded
+    assert not server.started
+    # A forked cell runs the same arguments as the subprocess would.
+    process = CellProcess(single, 1, with_server)
+    assert process.command() == [sys.executable, "-m", "bench.cell", *process.arguments()]
+
+
+def test_a_broken_preload_server_forks_nothing_and_its_cells_start_as_before(
+        tmp_path: Path) -> None:
+    server = PreloadServer(None)
+    server.broken = "the preload server is gone (EOFError)"
+    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0, server)
+    assert not CellProcess(Cell(strategy="single"), 0, options).preloaded
+    with pytest.raises(PreloadUnavailable, match="the preload server is gone"):
+        server.fork_cell("bench.cell", [], str(tmp_path / "log"), {})
+    assert not server.started
