@@ -57,6 +57,7 @@ from bench.orchestrate.rundir import (
     ensure_results_root,
     open_resume,
 )
+from bench.orchestrate.snapshot import refresh
 from bench.record import RunDir, read_records
 from strategies.registry import Machine
 
@@ -77,19 +78,8 @@ def csv_list(kind: type) -> Any:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--matrix", nargs="?", const=LIST, default=None, metavar="NAME|FILE",
-                   help="preset (smoke, cpu, gpu, gpu-check, multi-gpu, speed, accuracy, "
-                        "all-strategies, all) or a TOML file of axis lists; alone: list the "
-                        "presets with their cell counts here and estimated times")
-    axes = p.add_argument_group("axis overrides (comma-separated lists)")
-    for flag, kind in (("accelerators", str), ("devices", int), ("strategies", str),
-                       ("precisions", str), ("batch-sizes", int), ("loaders", str),
-                       ("compile", str), ("optimizer-impls", str), ("modes", str)):
-        axes.add_argument(f"--{flag}", type=csv_list(kind), default=None)
-    settings = p.add_argument_group("settings shared by every cell")
+def add_cell_settings(settings: Any) -> None:
+    """The settings every cell of the run shares (Cell fields), overriding the preset's."""
     for flag, kind in (("steps", int), ("warmup-steps", int), ("seed", int),
                        ("target-acc", float), ("max-epochs", int), ("val-every-steps", int),
                        ("num-nodes", int)):
@@ -109,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-window-s", type=float, default=None, metavar="S",
         help="with --window time: the shortest measured window, in seconds (default "
              f"{Cell.min_window_s:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--matrix", nargs="?", const=LIST, default=None, metavar="NAME|FILE",
+                   help="preset (smoke, cpu, gpu, gpu-check, multi-gpu, speed, accuracy, "
+                        "all-strategies, all) or a TOML file of axis lists; alone: list the "
+                        "presets with their cell counts here and estimated times")
+    axes = p.add_argument_group("axis overrides (comma-separated lists)")
+    for flag, kind in (("accelerators", str), ("devices", int), ("strategies", str),
+                       ("precisions", str), ("batch-sizes", int), ("loaders", str),
+                       ("compile", str), ("optimizer-impls", str), ("modes", str)):
+        axes.add_argument(f"--{flag}", type=csv_list(kind), default=None)
+    add_cell_settings(p.add_argument_group("settings shared by every cell"))
     p.add_argument("--repeats", type=int, default=None, help="runs per cell (seed + repeat)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the cells and skip reasons, build each runnable cell's strategy, "
@@ -258,7 +263,6 @@ def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: s
 def snapshot_now(run_dir: RunDir, dest: Path) -> None:
     """--snapshot: the report of what finished so far, then DIR refreshed from the run."""
     from bench.analyze.report import write_report
-    from bench.orchestrate.snapshot import refresh
 
     if run_dir.records.exists():
         write_report(run_dir.path)
@@ -271,16 +275,13 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: f
     print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
     print(estimate(plan, History.load(args.out)).text(), flush=True)
     walked_from = records_in(run_dir)
-    after_each = None
-    if args.snapshot is not None:
-        snapshot_now(run_dir, args.snapshot)  # env.json and matrix.json before any cell
-        after_each = lambda: snapshot_now(run_dir, args.snapshot)  # noqa: E731
+    after_each = (lambda: snapshot_now(run_dir, args.snapshot)) if args.snapshot else None
+    if after_each is not None:  # env.json and matrix.json before any cell
+        after_each()
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
                           args.preload, after_each)
     finish(run_dir, plan, walked_from, started_at)
     if args.snapshot is not None:  # finish wrote the whole report: pack it
-        from bench.orchestrate.snapshot import refresh
-
         refresh(run_dir, args.snapshot)
     if not completed:
         print(f"interrupted; finish it with: python -m bench.run --resume {run_dir.path}",

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +47,7 @@ class CellOptions:
     wandb: str
     verbose: bool
     timeout_s: float
+    _: KW_ONLY
     window_choice: WindowChoice | None = None  # the time window an earlier repeat chose
     preload: PreloadServer | None = None  # the run's server; None: every cell a subprocess
 

@@ -89,7 +89,8 @@ def test_a_stop_in_the_first_moment_still_ends_the_cell(
     cell = Cell(strategy="single", steps=2, warmup_steps=1, loader="tensor", batch_size=16)
     monkeypatch.setenv(ENV_VAR, f"{cell.id}=hang")
     server.start()
-    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0, server)
+    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0,
+                          preload=server)
     process = CellProcess(cell, 0, options)
     real_start = process._start
 

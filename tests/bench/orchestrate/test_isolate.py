@@ -44,7 +44,8 @@ def test_the_command_line_carries_the_whole_cell(tmp_path: Path) -> None:
 
 def test_only_single_process_cells_are_forked_from_the_preload_server(tmp_path: Path) -> None:
     server = PreloadServer(None)  # never started: nothing here forks
-    with_server = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0, server)
+    with_server = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0,
+                              preload=server)
     without = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0)
     single, engine = Cell(strategy="single"), Cell(strategy="raw")
     ddp, engine_ddp = Cell(strategy="ddp", devices=2), Cell(strategy="engine-ddp", devices=2)
@@ -61,7 +62,8 @@ def test_a_broken_preload_server_forks_nothing_and_its_cells_start_as_before(
         tmp_path: Path) -> None:
     server = PreloadServer(None)
     server.broken = "the preload server is gone (EOFError)"
-    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0, server)
+    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0,
+                              preload=server)
     assert not CellProcess(Cell(strategy="single"), 0, options).preloaded
     with pytest.raises(PreloadUnavailable, match="the preload server is gone"):
         server.fork_cell("bench.cell", [], str(tmp_path / "log"), {})

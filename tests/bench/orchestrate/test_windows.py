@@ -72,7 +72,8 @@ def test_a_resume_recovers_the_choices_from_the_records() -> None:
 
 def test_the_choice_reaches_the_cells_command_line(tmp_path: Path) -> None:
     choice = WindowChoice(612, 0, 0.0036)
-    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0, choice)
+    options = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0,
+                          window_choice=choice)
     command = CellProcess(TIMED, 1, options).command()
     assert cell_entry.parse_args(command[3:]).window_choice == choice
     first = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0)
