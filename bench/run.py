@@ -5,15 +5,12 @@ every preset with its cells (how many run here, how many are skipped) and an
 estimated time, and exits 0: a bare command runs nothing. Everything this machine
 can run is ``--matrix all``.
 
-Before the first cell, what every cell needs is checked once: MNIST in the data
-directory, or downloadable into it, and a writable results root
-(bench.orchestrate.preflight, rundir). Each cell then runs in its own child process
-(bench.orchestrate.local): a single-process cell forked from a server that imported
-torch, Lightning and the cell's modules and read MNIST once for the run
-(bench.orchestrate.preload; --no-preload: a new interpreter, as multi-rank cells
-always are); under torchrun every rank walks the matrix in process instead
-(bench.orchestrate.launched). Records are appended to
-results/<run-id>/records.jsonl as cells finish, then the report is written.
+What every cell needs (MNIST, a writable results root) is checked once, first. Each
+cell then runs in its own child process, forked from a server that imported torch,
+Lightning and the cell's modules and read MNIST once (--no-preload, and multi-rank
+cells: a new interpreter); under torchrun every rank walks the matrix in process.
+Records are appended to results/<run-id>/records.jsonl as cells finish, then the
+report is written.
 
 Exit status:
   0    every cell ok or skipped; the presets listed; a dry run with no problem
