@@ -94,7 +94,7 @@ def test_a_resumed_walk_hands_the_kept_choice_to_the_next_repeat(
     monkeypatch.setenv(ENV_VAR, f"{TIMED.id}=raise")
     assert run_local(plan, resumed, str(data_dir), verbose=False, cell_timeout_s=120)
     log = run_dir.cell_log(TIMED.id).read_text()
-    [started] = [line for line in log.splitlines() if line.startswith("=== repeat 1: ")]
+    [started] = [line for line in log.splitlines() if line.startswith("=== repeat 1")]
     handed = started.split("--window-choice ", 1)[1].split(" --")[0]
     assert WindowChoice.from_json(handed) == WindowChoice(612, 0, 0.0036)
     last = json.loads(run_dir.records.read_text().splitlines()[-1])
