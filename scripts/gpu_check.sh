@@ -162,7 +162,7 @@ print("device and host clocks agree" if not problems else f"{problems} clock pro
 sys.exit(1 if problems else 0)
 EOF
 echo "== the time windows: at least min_window_s, the chosen count on every rank"
-python3 - "$run_dir/records.jsonl" <<'EOF' || failed=1
+"$PYTHON" - "$run_dir/records.jsonl" <<'EOF' || failed=1
 import json
 import sys
 
