@@ -66,37 +66,45 @@ def status_verdict(present: str, ok_a: int, ok_b: int) -> str:
     return "not comparable"
 
 
+def _column(ok: pd.DataFrame, name: str, dtype: Any = float) -> pd.Series:
+    """A side's column, or an empty one where no record has the field."""
+    return ok.get(name, pd.Series(index=ok.index, dtype=dtype))
+
+
+def _differ(a: list[Any], b: list[Any], mixed_differs: bool = True) -> tuple[str, str] | None:
+    """Each side's distinct values joined by "/", when the two are not one and the same
+    value (``mixed_differs``: a side whose records disagree differs too, e.g. a resumed
+    run that straddles a change); None where either side says nothing."""
+    if not a or not b or (a == b and (len(a) == 1 or not mixed_differs)):
+        return None
+    return "/".join(map(str, a)), "/".join(map(str, b))
+
+
 def validation_sets(ok: pd.DataFrame) -> list[int]:
     """The distinct val_images of a side's ok records that validated; a record without
     the field (written before it existed) validated on all FULL_VAL_IMAGES."""
-    acc = pd.to_numeric(ok.get("val_acc", pd.Series(index=ok.index, dtype=float)),
-                        errors="coerce")
-    counts = pd.to_numeric(ok.get("val_images", pd.Series(index=ok.index, dtype=float)),
-                           errors="coerce")[acc.notna()]
+    acc = pd.to_numeric(_column(ok, "val_acc"), errors="coerce")
+    counts = pd.to_numeric(_column(ok, "val_images"), errors="coerce")[acc.notna()]
     return sorted(int(count) for count in counts.fillna(FULL_VAL_IMAGES).unique())
 
 
 def unlike_validation(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
     """Why the two sides' validation metrics (bench.metrics.VALIDATION_METRICS) are not
-    like with like, or None: a side's images differ from the other's, or vary within it
-    (a resumed run that straddles the change). A throughput cell validates on a subset,
-    so its val_acc before and after that change is not one quantity."""
-    a, b = validation_sets(ok_a), validation_sets(ok_b)
-    if not a or not b or (a == b and len(a) == 1):
-        return None
-    return (f"val_acc not compared: A validated on {'/'.join(map(str, a))} images, "
-            f"B on {'/'.join(map(str, b))}")
+    like with like, or None. A throughput cell validates on a subset, so its val_acc
+    before and after that change is not one quantity."""
+    if differ := _differ(validation_sets(ok_a), validation_sets(ok_b)):
+        return f"val_acc not compared: A validated on {differ[0]} images, B on {differ[1]}"
+    return None
 
 
 def window_counts(ok: pd.DataFrame) -> list[int]:
     """The distinct measured step counts of a side's ok records (metric window_steps;
     a record written before it existed: its first rank's measured steps)."""
-    stored = pd.to_numeric(ok.get("window_steps", pd.Series(index=ok.index, dtype=float)),
-                           errors="coerce")
-    counted = ok.get("raw", pd.Series(index=ok.index, dtype=object)).map(
+    counted = _column(ok, "raw", object).map(
         lambda raw: len((raw.get("ranks") or [{}])[0].get("step_s") or [])
         if isinstance(raw, dict) else None)
-    counts = stored.fillna(pd.to_numeric(counted, errors="coerce")).dropna()
+    counts = pd.to_numeric(_column(ok, "window_steps"), errors="coerce").fillna(
+        pd.to_numeric(counted, errors="coerce")).dropna()
     return sorted(int(count) for count in counts[counts > 0].unique())
 
 
@@ -104,27 +112,24 @@ def unlike_windows(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
     """A note when the two sides measured windows of different step counts (a time
     window chosen on each side, or another --steps): each figure still holds, but the
     steps averaged over are not the same."""
-    a, b = window_counts(ok_a), window_counts(ok_b)
-    if not a or not b or (a == b and len(a) == 1):
-        return None
-    return f"windows differ: A measured {'/'.join(map(str, a))} steps, B {'/'.join(map(str, b))}"
+    if differ := _differ(window_counts(ok_a), window_counts(ok_b)):
+        return f"windows differ: A measured {differ[0]} steps, B {differ[1]}"
+    return None
 
 
 def process_starts(ok: pd.DataFrame) -> list[str]:
     """How a side's ok records' processes started (bench.orchestrate.preload); a record
     without the field says nothing."""
-    found = ok.get("preloaded", pd.Series(index=ok.index, dtype=object)).dropna()
     return sorted({"forked from the preload server" if value else "new interpreters"
-                   for value in found})
+                   for value in _column(ok, "preloaded", object).dropna()})
 
 
 def unlike_start(ok_a: pd.DataFrame, ok_b: pd.DataFrame) -> str | None:
     """A note when the two sides' cells started differently: their figures compare,
     but a forked cell's peak RSS counts the server's shared pages it touched."""
-    a, b = process_starts(ok_a), process_starts(ok_b)
-    if not a or not b or a == b:
-        return None
-    return f"A's cells {'/'.join(a)}, B's {'/'.join(b)}"
+    if differ := _differ(process_starts(ok_a), process_starts(ok_b), mixed_differs=False):
+        return f"A's cells {differ[0]}, B's {differ[1]}"
+    return None
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
