@@ -9,7 +9,6 @@ Loader modes:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,102 +21,64 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from mnist_core.choices import LOADERS
+from mnist_core.files import (
+    MnistDataError,
+    check_raw_files,
+    has_raw_files,
+    missing_data_message,
+    raw_dir,
+    resolve_data_dir,
+)
 
 MEAN, STD = 0.5, 0.5
 TRAIN_SIZE, VAL_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
 SPLIT_SEED = 42  # the train/val split is the same on every rank and every run
 
-# Name -> (bytes, published MD5 of the uncompressed original).
-RAW_FILES = {
-    "train-images-idx3-ubyte": (16 + 60_000 * 784, "6bbc9ace898e44ae57da46a324031adb"),
-    "train-labels-idx1-ubyte": (8 + 60_000, "a25bea736e30d166cdddb491f175f624"),
-    "t10k-images-idx3-ubyte": (16 + 10_000 * 784, "2646ac647ad5339dbf082846283269ea"),
-    "t10k-labels-idx1-ubyte": (8 + 10_000, "27ae3e4e09519cfbb04c329615203637"),
-}
-
-
-class MnistDataError(RuntimeError):
-    """MNIST is missing or damaged; the message says where and how to fix it."""
-
-
-def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``--data-dir``, else ``$MNIST_DATA_DIR``, else ``./data``."""
-    chosen = data_dir or os.environ.get("MNIST_DATA_DIR") or "data"
-    return Path(chosen).expanduser().resolve()
-
-
-def raw_dir(data_dir: Path) -> Path:
-    return data_dir / "MNIST" / "raw"
-
-
-def check_raw_files(data_dir: Path) -> None:
-    """Raise :class:`MnistDataError` naming the first missing, truncated or corrupt file."""
-    for name, (size, md5) in RAW_FILES.items():
-        path = raw_dir(data_dir) / name
-        if not path.is_file():
-            raise MnistDataError(missing_data_message(data_dir, f"{path} does not exist"))
-        actual = path.stat().st_size
-        if actual != size:
-            raise MnistDataError(
-                f"MNIST file {path} is truncated or corrupt: {actual} bytes, expected {size}. "
-                "Delete it and download again, or copy a good one there."
-            )
-        digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-        if digest != md5:
-            raise MnistDataError(
-                f"MNIST file {path} is corrupt: MD5 {digest}, expected the published {md5}. "
-                "Delete it and download again, or copy a good one there."
-            )
-
-
-def missing_data_message(data_dir: Path, detail: str) -> str:
-    return (
-        f"MNIST not found in {data_dir} ({detail}) and it could not be downloaded. "
-        "Fix it in one of two ways: point --data-dir or MNIST_DATA_DIR at a directory "
-        "holding MNIST/raw/ with the four original files, or run once with network "
-        "access and a writable data directory so torchvision can download them."
-    )
-
-
-def has_raw_files(data_dir: Path) -> bool:
-    return all((raw_dir(data_dir) / name).is_file() for name in RAW_FILES)
-
-
-# MNIST's raw tensors by (resolved data directory, train), read once by a process
-# that forks cells (bench.execute.preload). A forked cell's copy is its own
-# (copy-on-write pages), so no cell can change what another reads.
+# MNIST's tensors by (resolved data directory, train), read once by a process that
+# forks cells (bench.execute.preload): normalised float32 images (N, 1, 28, 28) and
+# int64 labels. A forked cell's copy is its own (copy-on-write pages), so no cell can
+# change what another reads.
 PRELOADED: dict[tuple[Path, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def preload_raw_tensors(data_dir: str | os.PathLike[str] | None = None) -> bool:
-    """Read both splits into ``PRELOADED``: the same uint8 images and int64 labels as
-    torchvision's MNIST, read with numpy because a process that forks must not run a
-    parallel torch kernel (OpenMP's threads do not survive the fork). False when
-    the files are not there (the cell then finds out and says so itself)."""
+def preload_tensors(data_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Check the files (sizes, MD5s), read both splits and normalise them into
+    ``PRELOADED``: the tensors ``split_tensors`` would make, with numpy throughout,
+    because a process that forks must not run a parallel torch kernel (OpenMP's
+    threads do not survive the fork). False when the files are not there (the cell
+    then finds out and says so itself); MnistDataError when one is damaged."""
     root = resolve_data_dir(data_dir)
     if not has_raw_files(root):
         return False
+    check_raw_files(root)
     for train, prefix in ((True, "train"), (False, "t10k")):
         images = np.fromfile(raw_dir(root) / f"{prefix}-images-idx3-ubyte", np.uint8, offset=16)
         labels = np.fromfile(raw_dir(root) / f"{prefix}-labels-idx1-ubyte", np.uint8, offset=8)
-        PRELOADED[(root, train)] = (torch.from_numpy(images.reshape(-1, 28, 28)),
+        PRELOADED[(root, train)] = (normalise(images.reshape(-1, 28, 28)),
                                     torch.from_numpy(labels.astype(np.int64)))
     return True
 
 
-def raw_tensors(data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (N, 28, 28) and int64 labels of a split: preloaded, else read."""
+def split_tensors(data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised images (N, 1, 28, 28) and int64 labels of a split: preloaded (checked
+    when they were read), else read now."""
     preloaded = PRELOADED.get((data_dir, train))
     if preloaded is not None:
         return preloaded
     raw = MNIST(data_dir, train=train)
-    return raw.data, raw.targets
+    return normalise(raw.data.numpy()), raw.targets
 
 
-def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), the same arithmetic as
-    ToTensor + Normalize((0.5,), (0.5,)) so that every loader sees equal tensors."""
-    return images_uint8.unsqueeze(1).to(torch.float32).div(255).sub(MEAN).div(STD)
+def is_preloaded(data_dir: Path) -> bool:
+    return (data_dir, True) in PRELOADED and (data_dir, False) in PRELOADED
+
+
+def normalise(images_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), the same float32 arithmetic, step by
+    step, as ToTensor (/255) then Normalize((0.5,), (0.5,)), so that every loader sees
+    equal tensors, bit for bit. In numpy: the preload server uses it (see above)."""
+    scaled = images_uint8[:, None].astype(np.float32) / np.float32(255)
+    return torch.from_numpy((scaled - np.float32(MEAN)) / np.float32(STD))
 
 
 def split_indices(generator_seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
@@ -222,6 +183,8 @@ class MnistDataModule(L.LightningDataModule):
         """Download only when the files are missing; then check them."""
         if self.loader == "synthetic":
             return
+        if is_preloaded(self.data_dir):  # checked by the process that read them
+            return
         if not has_raw_files(self.data_dir):
             try:
                 MNIST(self.data_dir, train=True, download=True)
@@ -273,8 +236,8 @@ class MnistDataModule(L.LightningDataModule):
         return transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
 
     def _tensors(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = raw_tensors(self.data_dir, train)
-        return normalise(images).to(self.device), labels.to(self.device)
+        images, labels = split_tensors(self.data_dir, train)
+        return images.to(self.device), labels.to(self.device)
 
     def _setup_synthetic(self) -> None:
         generator = torch.Generator().manual_seed(self.seed)

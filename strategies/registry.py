@@ -103,10 +103,14 @@ def precision_name(name: str) -> str:
 
 
 def slurm_launched() -> bool:
-    """True in a process started by ``srun`` (as Lightning's SLURMEnvironment decides)."""
+    """True in a process started by ``srun`` (as Lightning's SLURMEnvironment decides).
+    Lightning is imported only under SLURM: the orchestrating process never imports it
+    (7 s of a core)."""
+    if "SLURM_NTASKS" not in os.environ:
+        return False
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    return "SLURM_NTASKS" in os.environ and SLURMEnvironment.detect()
+    return SLURMEnvironment.detect()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Two things the server must never do, because a forked child inherits them broken
   ``is_available`` an import makes goes through NVML, which survives a fork);
 - run a parallel torch kernel: GNU OpenMP's thread pool does not survive a fork,
   and a child that computes on several threads then hangs. The MNIST files are
-  therefore read with numpy (mnist_core.data.preload_raw_tensors), not torch.
+  therefore read and normalised with numpy (mnist_core.data.preload_tensors), not torch.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def warm(data_dir: str | None) -> None:
                 with contextlib.suppress(ImportError):
                     importlib.import_module(name)
                     loaded["modules"].append(name)  # type: ignore[union-attr]
-            from mnist_core.data import preload_raw_tensors
+            from mnist_core.data import preload_tensors
 
-            loaded["mnist"] = preload_raw_tensors(data_dir)
+            loaded["mnist"] = preload_tensors(data_dir)
         except Exception as error:  # the server goes on; its cells are just not warm
             loaded["error"] = f"{type(error).__name__}: {error}"
             traceback.print_exc()

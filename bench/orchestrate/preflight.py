@@ -6,10 +6,12 @@ spending its start-up to fail the same way.
 
 The check is mnist_core's own (``MnistDataModule.prepare_data``: the four files
 present with their published sizes and MD5s, else downloaded), so its rules live in
-one place. mnist_core.data imports Lightning, which the orchestrating process never
-does, so there it runs in a child process (``python -m bench.orchestrate.preflight``),
-as each cell's process would; under torchrun the ranks import Lightning anyway and it
-runs in process.
+one place. Files that are there are checked in the orchestrating process with
+mnist_core.files (no torch: a fraction of a second). A download needs torchvision,
+and mnist_core.data imports Lightning, which the orchestrating process never does, so
+a missing file is fetched in a child process (``python -m bench.orchestrate.preflight``),
+as each cell's process would; under torchrun the ranks import Lightning anyway and the
+whole check runs in process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 
 from bench.orchestrate.plan import RunPlan
+from mnist_core.files import MnistDataError, check_raw_files, has_raw_files, resolve_data_dir
 
 DATA_CHECK_TIMEOUT_S = 900.0  # room for a download on a slow network
 PROBLEM_MARK = "mnist-problem: "  # the child's verdict line, after torchvision's own output
@@ -32,7 +35,7 @@ def check_before_running(plan: RunPlan, data_dir: str | None) -> None:
     """Raise PreflightError when the plan's cells cannot get their data."""
     if not any(cell.loader != "synthetic" for cell in plan.pending.cells_to_run()):
         return  # nothing runs here, or only synthetic data: no files needed
-    problem = mnist_problem(data_dir) if plan.launched else mnist_problem_in_child(data_dir)
+    problem = mnist_problem(data_dir) if plan.launched else mnist_problem_of_orchestrator(data_dir)
     if problem is not None:
         raise PreflightError(problem)
 
@@ -53,6 +56,19 @@ def mnist_problem(data_dir: str | None) -> str | None:
     except Exception as error:  # under torchrun, anything but a ValueError would hang the
         # other ranks in their broadcast: every failure becomes the one error line
         return one_line(f"checking MNIST failed: {type(error).__name__}: {error}")
+    return None
+
+
+def mnist_problem_of_orchestrator(data_dir: str | None) -> str | None:
+    """``mnist_problem`` without Lightning: the files that are there checked here, a
+    download (some file missing) tried in a child process."""
+    root = resolve_data_dir(data_dir)
+    if not has_raw_files(root):
+        return mnist_problem_in_child(data_dir)
+    try:
+        check_raw_files(root)
+    except MnistDataError as error:
+        return one_line(str(error))
     return None
 
 

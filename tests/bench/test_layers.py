@@ -7,6 +7,7 @@ cannot hide in a function body."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,12 +111,16 @@ def test_modules_and_functions_stay_readable(module: str) -> None:
     assert not long, f"{module}: {long}"
 
 
-def test_the_orchestrator_does_not_import_lightning() -> None:
+def test_the_orchestrator_does_not_import_lightning(data_dir: Path) -> None:
     """The parent process imports torch (to see the GPUs) but not Lightning: that is
-    paid by each cell's own process."""
+    paid by each cell's own process (or once, by the preload server), neither on import
+    nor in what it does before the first cell: detect the machine, check MNIST."""
     code = ("import sys, bench.run, bench.orchestrate.local, bench.report, bench.compare; "
+            "from strategies.registry import Machine; Machine.detect(); "
+            "from bench.orchestrate.preflight import mnist_problem_of_orchestrator as check; "
+            "assert check(None) is None; "
             "print(sorted(m for m in ('lightning', 'torchvision', 'deepspeed') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         check=True)
+                         check=True, env=os.environ | {"MNIST_DATA_DIR": str(data_dir)})
     assert out.stdout.strip() == "[]", out.stdout

@@ -6,13 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_core.data import (
-    RAW_FILES,
-    MnistDataError,
-    MnistDataModule,
-    ShuffledBatches,
-    resolve_data_dir,
-)
+from mnist_core.data import MnistDataError, MnistDataModule, ShuffledBatches, resolve_data_dir
+from mnist_core.files import RAW_FILES
 
 
 @pytest.fixture(scope="module")
@@ -127,27 +122,35 @@ def test_bad_loader_and_batch_size_are_refused() -> None:
 
 def test_preloaded_tensors_are_torchvisions_and_are_used(data_dir: Path,
                                                          tmp_path: Path) -> None:
-    """What a preload server reads with numpy is exactly what torchvision's MNIST reads
-    (values, dtype, shape), and a datamodule set up afterwards takes it from there."""
+    """What a preload server reads and normalises with numpy is exactly what torchvision's
+    MNIST reads through ToTensor and Normalize (values, dtype, shape), and a datamodule
+    set up afterwards takes it from there, without checking the files again."""
+    from torchvision import transforms
     from torchvision.datasets import MNIST
 
     from mnist_core import data
 
-    assert data.preload_raw_tensors(tmp_path) is False  # no files: nothing preloaded
+    assert data.preload_tensors(tmp_path) is False  # no files: nothing preloaded
     try:
-        assert data.preload_raw_tensors(data_dir) is True
+        assert data.preload_tensors(data_dir) is True
         root = resolve_data_dir(data_dir)
         assert sorted(train for _, train in data.PRELOADED) == [False, True]
+        to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,),
+                                                                                    (0.5,))])
         for train, count in ((True, 60_000), (False, 10_000)):
             images, labels = data.PRELOADED[(root, train)]
-            reference = MNIST(data_dir, train=train)
-            assert images.dtype == torch.uint8 and labels.dtype == torch.int64
-            assert images.shape == (count, 28, 28) and labels.shape == (count,)
-            assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
-            assert data.raw_tensors(root, train)[0] is images
+            reference = MNIST(data_dir, train=train, transform=to_tensor)
+            assert images.dtype == torch.float32 and labels.dtype == torch.int64
+            assert images.shape == (count, 1, 28, 28) and labels.shape == (count,)
+            for position in (0, 7, count - 1):
+                image, label = reference[position]
+                assert torch.equal(images[position], image) and labels[position] == label
+            assert torch.equal(labels, reference.targets)
+            assert data.split_tensors(root, train)[0] is images
         dm = MnistDataModule(data_dir, loader="tensor")
+        dm.prepare_data()  # nothing to check: the preload checked what it read
         dm.setup("test")
-        assert dm.test_set[1] is data.PRELOADED[(root, False)][1]  # no second read
-        assert torch.equal(dm.test_set[0], data.normalise(data.PRELOADED[(root, False)][0]))
+        assert dm.test_set[0] is data.PRELOADED[(root, False)][0]  # no second read
+        assert dm.test_set[1] is data.PRELOADED[(root, False)][1]
     finally:
         data.PRELOADED.clear()  # the other tests read the files themselves

@@ -16,7 +16,7 @@ from bench.orchestrate.preflight import PreflightError, check_before_running, mn
 from bench.orchestrate.progress import verdict
 from bench.orchestrate.rundir import create_run_dir, open_resume
 from bench.record import OOM_REASON, Record, Status, append_record
-from mnist_core.data import RAW_FILES
+from mnist_core.files import RAW_FILES
 from strategies.registry import Machine
 
 BOX = Machine(cpu_count=2, cuda_devices=0, cuda_bf16=False, deepspeed=True)
@@ -49,21 +49,22 @@ def test_a_damaged_file_is_named_in_one_line(tmp_path: Path, data_dir: Path) -> 
     raw.mkdir(parents=True)
     for name in RAW_FILES:
         (raw / name).write_bytes(b"\0" * 16)
-    problem = mnist_problem(str(tmp_path))
-    assert problem is not None and "\n" not in problem
-    assert problem.startswith(f"MNIST file {raw / 'train-images-idx3-ubyte'} is truncated")
-    assert mnist_problem(str(data_dir)) is None  # the real files pass, MD5s and all
+    for check in (mnist_problem, preflight.mnist_problem_of_orchestrator):
+        problem = check(str(tmp_path))
+        assert problem is not None and "\n" not in problem
+        assert problem.startswith(f"MNIST file {raw / 'train-images-idx3-ubyte'} is truncated")
+        assert check(str(data_dir)) is None  # the real files pass, MD5s and all
 
 
 def test_no_check_when_no_cell_here_reads_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     def must_not_run(data_dir: str | None) -> str:
         raise AssertionError("MNIST was checked for a plan that reads none")
 
-    monkeypatch.setattr(preflight, "mnist_problem_in_child", must_not_run)
+    monkeypatch.setattr(preflight, "mnist_problem_of_orchestrator", must_not_run)
     for cells in ((Cell(strategy="fsdp", devices=2),),  # skipped on a CPU machine
                   (Cell(loader="synthetic"),)):
         check_before_running(make_plan("x", Matrix(cells, 1), BOX, "disabled"), "/nowhere")
-    monkeypatch.setattr(preflight, "mnist_problem_in_child", lambda data_dir: "no MNIST")
+    monkeypatch.setattr(preflight, "mnist_problem_of_orchestrator", lambda data_dir: "no MNIST")
     with pytest.raises(PreflightError, match="no MNIST"):
         check_before_running(make_plan("x", Matrix((Cell(),), 1), BOX, "disabled"), None)
 
