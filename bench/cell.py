@@ -3,9 +3,10 @@ process and leave its record in the run directory for the orchestrator.
 
 The orchestrator starts this in a child process per cell, or, for a cell of one
 process, runs it as ``__main__`` in a child forked from its preload server
-(bench.execute.preload), with the same arguments. Lightning's DDP launcher
-re-executes this same command line for the other ranks, so the command line
-describes exactly one cell. Exit status 1 when the cell failed
+(bench.execute.preload), with the same arguments. A cell of several ranks starts
+its other ranks first thing (bench.execute.spawn): forks of this process when it was
+forked from the preload server, else new interpreters on this same command line, so
+the command line describes exactly one cell. Exit status 1 when the cell failed
 (its record says how).
 """
 
@@ -23,6 +24,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench.execute.preload import forked_from_preload  # noqa: E402
 from bench.execute.spawn import needs_own_ranks, start_other_ranks  # noqa: E402
 from bench.matrix import Cell  # noqa: E402
 from bench.measure import ledger  # noqa: E402
@@ -55,9 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cell = Cell.from_dict(json.loads(args.cell))
-    # An engine cell's other ranks start now, to import torch and Lightning while
-    # this rank does.
-    started = start_other_ranks(cell) if needs_own_ranks(cell) else []
+    # A cell's other ranks start now: forked with everything loaded, or new interpreters
+    # that import torch and Lightning while this rank does.
+    started = start_other_ranks(cell, lambda: main(argv), forked=forked_from_preload()) \
+        if needs_own_ranks(cell) else []
     from bench.execute.lifecycle import ExecuteOptions, current_rank, execute
 
     asked = ledger.asked_at(dict(os.environ))

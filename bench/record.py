@@ -245,7 +245,7 @@ class RunDir:
 
     def rank_failure(self, cell_id: str, repeat: int, rank: int) -> Path:
         """Where a rank notes how it failed: when one rank of a multi-process cell
-        fails, Lightning's launcher kills rank 0, which then writes no record."""
+        fails, rank 0 stops every rank and itself, and writes no record."""
         return self.cell_dir(cell_id) / f"failure-r{repeat}-rank{rank}.json"
 
 

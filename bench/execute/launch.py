@@ -1,19 +1,17 @@
-"""The process group of an engine control cell. Lightning starts the ranks of its own
-cells; a hand-written loop has them started by bench.execute.spawn (the same way)
-and joins them here. Under torchrun the ranks and the process group already exist
-and are used as they are."""
+"""The process group of an engine control cell. Its ranks were started by
+bench.execute.spawn (as a Lightning cell's are) and join the group here. Under
+torchrun the ranks and the process group already exist and are used as they are."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
-from bench.execute.spawn import RANK_VAR, start_other_ranks
+from bench.execute.spawn import RANK_VAR, RankProcess, start_other_ranks
 from bench.matrix import Cell
 
 
@@ -23,7 +21,7 @@ class Ranks:
     world_size: int
     device: torch.device
     owns_group: bool  # False under torchrun: the walk keeps the group for the next cell
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    children: list[RankProcess] = field(default_factory=list)
 
     def close(self, failed: bool = False) -> None:
         """Leave the group this cell made. Rank 0 waits for the ranks it started, or,

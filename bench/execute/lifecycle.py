@@ -2,8 +2,8 @@
 
 Both ways of running a matrix call it: the child process of ``python -m
 bench.cell`` (one cell per process) and every rank of a torchrun launch (all
-cells in process). Under Lightning's own DDP launcher the other ranks re-run
-the child's command line and so arrive here too.
+cells in process). A cell's other ranks (bench.execute.spawn: forks of the child,
+or new interpreters on its command line) arrive here too.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class ExecuteOptions:
 
 def current_rank() -> int:
     """This process's global rank. Lightning reads it from the launcher's variables on
-    import (RANK under torchrun, LOCAL_RANK in the processes its own launcher starts)
-    and sets it again once the Trainer exists."""
+    import (RANK, set by torchrun or bench.execute.spawn; a forked rank is told it) and
+    sets it again once the Trainer exists."""
     from lightning.pytorch.utilities import rank_zero_only
 
     return int(getattr(rank_zero_only, "rank", 0) or 0)
@@ -156,7 +156,7 @@ def agree_on_failure(record: Record) -> None:
 
 def note_rank_failure(run_dir: RunDir, record: Record, rank: int) -> None:
     """Leave this rank's failure where the orchestrator looks when rank 0 wrote no
-    record (it is killed by Lightning's launcher when another rank exits non-zero)."""
+    record (it stops itself when another rank exits non-zero: bench.execute.spawn)."""
     path = run_dir.rank_failure(record.cell_id, record.repeat, rank)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"rank": rank, "reason": record.reason, "at": time.time()})

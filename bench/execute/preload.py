@@ -36,6 +36,13 @@ CELL_MODULES = ("bench.execute.lifecycle", "bench.execute.backends.lightning",
 
 # What the server loaded (read by the tests and the cell's record of itself).
 loaded: dict[str, object] = {"modules": [], "mnist": False, "error": None}
+_forked = False  # this process is a cell forked from the server (run_forked_cell)
+
+
+def forked_from_preload() -> bool:
+    """True in a cell forked from the preload server: its other ranks can be forks of
+    it (bench.execute.spawn), as nothing in it has run a thread or a kernel yet."""
+    return _forked
 
 
 def warm(data_dir: str | None) -> None:
@@ -82,6 +89,8 @@ def run_forked_cell(module: str, argv: list[str], log: str, env: dict[str, str])
     """In a child of the server: become ``python -m <module> <argv>`` with stdout and
     stderr appended to ``log``, in a process group and session of its own. Exits with
     the module's exit status (multiprocessing turns the SystemExit into it)."""
+    global _forked
+    _forked = True
     os.setsid()  # first: the orchestrator kills the cell's group, as for a subprocess
     _redirect_output(log)
     os.environ.clear()

@@ -178,7 +178,7 @@ class CellProcess:
 
     def _first_failure(self, returncode: int, log: Path) -> str:
         """Why a cell that wrote no record failed: the first rank's own note when one
-        left it (Lightning's launcher then killed rank 0), else how the process ended."""
+        left it (rank 0 then stopped itself), else how the process ended."""
         notes = [json.loads(path.read_text())
                  for path in self.options.run_dir.rank_failures(self.cell.id, self.repeat)]
         tail = f"\n--- last lines of the log ---\n{log_tail(log)}"
@@ -188,8 +188,8 @@ class CellProcess:
         if first["reason"] == OOM_REASON:
             return OOM_REASON
         return (f"{first['reason']} (rank {first['rank']}, the first of {len(notes)} failed "
-                f"rank(s); rank 0 then {exit_reason(returncode, oom_hint=False)}, as Lightning's "
-                f"launcher stops every rank when one fails){tail}")
+                f"rank(s); rank 0 then {exit_reason(returncode, oom_hint=False)}, as it stops "
+                f"every rank when one fails){tail}")
 
     def _record(self, status: Status, reason: str) -> Record:
         return Record.new(self.cell, self.repeat, self.options.run_id, status,

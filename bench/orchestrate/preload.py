@@ -3,22 +3,16 @@
 Importing torch, Lightning, torchvision, torchmetrics and wandb costs a cell about
 7 s of a busy core, and reading MNIST a little more. ``PreloadServer`` starts one
 multiprocessing forkserver per run that does both once (bench.execute.preload);
-each single-process cell is a process forked from it, which becomes
+each cell of this machine is a process forked from it, which becomes
 ``python -m bench.cell ...`` with the same arguments: its own session and process
 group (the orchestrator's timeout and stop kill the group, as for a subprocess),
 its output appended to the cell's log, stdin /dev/null, the orchestrator's
 environment, and copy-on-write pages of the server's memory, so nothing one cell
 changes is seen by another. CUDA is never initialised in the server.
 
-Multi-rank cells are started as subprocesses, as before, for two reasons:
-- their other ranks are new interpreters in any case: Lightning's DDP launcher and
-  bench.execute.spawn start them by re-running the cell's command line
-  (``sys.argv`` / ``sys.orig_argv``), and the group forms only when the slowest
-  rank has imported, so a preloaded rank 0 alone would save nothing;
-- starting those ranks from the server instead would leave them outside the cell's
-  process group: a process can join a group only of its own session, and the
-  cell made a session of its own (``setsid``) while the server's children are
-  born in the orchestrator's. A timeout's kill of the group would miss them.
+A cell of several ranks is forked as its rank 0, which forks its other ranks
+(bench.execute.spawn) before it does anything else: they share its session and
+process group, so the group's kill reaches them, and none imports anything.
 """
 
 from __future__ import annotations
@@ -37,8 +31,8 @@ PRELOAD_MODULES = ["bench.execute.preload"]
 
 
 def preloadable(cell: Cell) -> bool:
-    """A cell of one process: no launcher of Lightning's, no engine ranks to start."""
-    return cell.world_size == 1
+    """A cell whose every rank is on this machine (the walk does not run others)."""
+    return cell.num_nodes == 1
 
 
 class PreloadedProcess:

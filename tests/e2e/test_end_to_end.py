@@ -70,11 +70,11 @@ def test_records_say_what_actually_ran(smoke_run: dict) -> None:
     single = records["cpu-1x-single-32-true-bs64-tensor"]
     assert single["effective"]["world_size"] == 1
     assert single["effective"]["precision"] == "32-true"
-    # bench.run's default: single-process cells forked from the preload server, which
-    # read MNIST once; DDP cells' ranks are new interpreters (bench.orchestrate.preload).
+    # bench.run's default: every cell forked from the preload server, which read MNIST
+    # once; a DDP cell's rank 1 is a fork of its rank 0 (bench.execute.spawn).
     assert {cell: r["preloaded"] for cell, r in records.items()} == {
         "cpu-1x-single-32-true-bs64-tensor": True, "cpu-1x-single-bf16-mixed-bs64-tensor": True,
-        "cpu-2x-ddp-32-true-bs64-tensor": False, "cpu-2x-ddp-bf16-mixed-bs64-tensor": False}
+        "cpu-2x-ddp-32-true-bs64-tensor": True, "cpu-2x-ddp-bf16-mixed-bs64-tensor": True}
 
 
 def test_outputs_and_printed_summary(smoke_run: dict) -> None:

@@ -268,9 +268,10 @@ def test_sigint_keeps_what_finished_and_resume_completes_it(
 @pytest.mark.slow
 def test_a_failing_rank_is_the_reason_and_no_rank_outlives_its_cell(
         tmp_path: Path, bench_env: dict[str, str]) -> None:
-    """Rank 1 of a 2-process DDP cell fails; Lightning's launcher then SIGKILLs rank 0,
-    which writes no record. The record names rank 1's error, not the SIGKILL (which
-    would read as the kernel's OOM killer), and nothing of the cell is left running."""
+    """Rank 1 of a 2-process DDP cell (forked from rank 0, itself forked from the preload
+    server) fails; rank 0 then SIGKILLs itself, and writes no record. The record names
+    rank 1's error, not the SIGKILL (which would read as the kernel's OOM killer), and
+    nothing of the cell is left running."""
     ddp = "cpu-2x-ddp-32-true-bs16-tensor"
     env = bench_env | {ENV_VAR: f"{ddp}@1=raise"}
     out = tmp_path / "out"
@@ -283,9 +284,10 @@ def test_a_failing_rank_is_the_reason_and_no_rank_outlives_its_cell(
     run_dir = run_dir_of(out)
     [failed] = records(run_dir)
     assert failed["status"] == "failed"
-    assert failed["preloaded"] is False  # its ranks are new interpreters (see preload.py)
+    assert failed["preloaded"] is True  # its ranks are forks (bench.execute.spawn)
     first_line = failed["reason"].splitlines()[0]
     assert first_line.startswith(f"RuntimeError: fault injected into {ddp}")
-    assert "(rank 1, the first of 1 failed rank(s); rank 0 then" in first_line
+    assert "(rank 1, the first of 1 failed rank(s); rank 0 then killed by SIGKILL, as it " \
+        "stops every rank when one fails)" in first_line
     assert "out-of-memory" not in first_line
     assert not processes_mentioning(str(run_dir)), "a rank outlived its cell"

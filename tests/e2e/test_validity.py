@@ -40,8 +40,9 @@ def in_process(execute_cell: Any, cell: Cell, run_dir: Path,
 
 def start_cell(cell: Cell, run_dir: Path, data_dir: Path,
                save_weights: Path | None = None) -> subprocess.Popen[bytes]:
-    """``python -m bench.cell`` in a child process: Lightning's launcher re-executes
-    that command line for rank 1, as it does in a real run."""
+    """``python -m bench.cell`` in a child process, a new interpreter: rank 0 starts
+    rank 1 on that same command line (bench.execute.spawn), as in a run without the
+    preload server."""
     command = [sys.executable, "-m", "bench.cell", "--cell", json.dumps(cell.to_dict()),
                "--repeat", "0", "--run-dir", str(run_dir), "--run-id", "validity",
                "--data-dir", str(data_dir), "--wandb", "disabled"]

@@ -42,15 +42,17 @@ def test_the_command_line_carries_the_whole_cell(tmp_path: Path) -> None:
     assert "--verbose" in command
 
 
-def test_only_single_process_cells_are_forked_from_the_preload_server(tmp_path: Path) -> None:
+def test_every_cell_of_this_machine_is_forked_from_the_preload_server(tmp_path: Path) -> None:
     server = PreloadServer(None)  # never started: nothing here forks
     with_server = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0,
                               preload=server)
     without = CellOptions(RunDir(tmp_path), "run-1", None, "disabled", False, 60.0)
     single, engine = Cell(strategy="single"), Cell(strategy="raw")
     ddp, engine_ddp = Cell(strategy="ddp", devices=2), Cell(strategy="engine-ddp", devices=2)
-    assert [CellProcess(c, 0, with_server).preloaded for c in (single, engine, ddp, engine_ddp)] \
-        == [True, True, False, False]
+    two_nodes = Cell(strategy="ddp", num_nodes=2)  # run only under a launcher, never forked
+    cells = (single, engine, ddp, engine_ddp, two_nodes)
+    assert [CellProcess(c, 0, with_server).preloaded for c in cells] \
+        == [True, True, True, True, False]
     assert not CellProcess(single, 0, without).preloaded
     assert not server.started
     # A forked cell runs the same arguments as the subprocess would.
