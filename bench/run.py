@@ -47,6 +47,7 @@ from bench.orchestrate.plan import (
     requested_matrix,
 )
 from bench.orchestrate.preflight import check_before_running
+from bench.orchestrate.preload import PreloadServer
 from bench.orchestrate.progress import verdict
 from bench.orchestrate.rundir import (
     RunDirError,
@@ -266,7 +267,21 @@ def snapshot_now(run_dir: RunDir, dest: Path) -> None:
     refresh(run_dir, dest)
 
 
-def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: float) -> int:
+def early_preload_server(args: argparse.Namespace, listing: bool) -> PreloadServer | None:
+    """The run's preload server, started first thing, so that its imports (7 s of a core)
+    overlap the orchestrator's own (torch, to see the GPUs) and the planning. None when
+    no cell will be forked: a listing, a dry run, --no-preload, or a launch (torchrun,
+    srun: its ranks walk in process)."""
+    if listing or args.dry_run or not args.preload or \
+            any(name in os.environ for name in ("WORLD_SIZE", "SLURM_NTASKS")):
+        return None
+    server = PreloadServer(args.data_dir)
+    server.start()
+    return server
+
+
+def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: float,
+         server: PreloadServer | None) -> int:
     from bench.orchestrate.local import run_local
 
     print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) -> {run_dir.path}", flush=True)
@@ -275,8 +290,10 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: f
     after_each = (lambda: snapshot_now(run_dir, args.snapshot)) if args.snapshot else None
     if after_each is not None:  # env.json and matrix.json before any cell
         after_each()
+    if server is None and args.preload:  # not started early (under sbatch, without srun)
+        server = PreloadServer(args.data_dir)
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
-                          args.preload, after_each)
+                          server, after_each)
     finish(run_dir, plan, walked_from, started_at)
     if args.snapshot is not None:  # finish wrote the whole report: pack it
         refresh(run_dir, args.snapshot)
@@ -294,10 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     listing = not argv or args.matrix == LIST
+    server: PreloadServer | None = None
     try:
         check_options(args)
         if not listing and args.matrix is None and args.resume is None:
             raise ValueError(NO_MATRIX)
+        server = early_preload_server(args, listing)
         wandb_mode = resolve_mode(args.wandb)
         machine = planning_machine(args)
         if listing:
@@ -305,15 +324,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return dry_run(args, machine, wandb_mode)
         if machine.launched_world_size is not None:
-            return run_under_launcher(args, machine, wandb_mode, started_at)
+            return close(server, run_under_launcher(args, machine, wandb_mode, started_at))
         run_dir, plan = open_run(args, machine, wandb_mode)
     except (MatrixError, RunDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return close(server, 2)
     except KeyboardInterrupt:  # e.g. during the MNIST check, or a walk under torchrun
         print("interrupted", file=sys.stderr)
-        return 130
-    return walk(args, run_dir, plan, started_at)
+        return close(server, 130)
+    return walk(args, run_dir, plan, started_at, server)
+
+
+def close(server: PreloadServer | None, status: int) -> int:
+    """End the preload server of a run that will not walk; return ``status``."""
+    if server is not None:
+        server.close()
+    return status
 
 
 if __name__ == "__main__":

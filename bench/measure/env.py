@@ -14,8 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench.measure.hardware import driver_version, fingerprint
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +39,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# torch is imported where it is used, not on import: bench.run imports this module,
+# and its preload server's imports overlap the orchestrator's own torch import only
+# when that comes after the server is started (bench.run.main).
+
+
 def device_name(accelerator: str = "cpu") -> str:
+    import torch
+
     if accelerator == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return cpu_model()
@@ -65,6 +70,8 @@ def _git(*args: str) -> str | None:
 
 
 def gpus() -> list[dict[str, Any]]:
+    import torch
+
     if not torch.cuda.is_available():
         return []
     found = []
@@ -78,6 +85,8 @@ def gpus() -> list[dict[str, Any]]:
 
 def capture_env(argv: list[str] | None = None) -> dict[str, Any]:
     """The full environment for env.json."""
+    import torch
+
     cuda = torch.cuda.is_available()
     nccl = torch.cuda.nccl.version() if cuda and hasattr(torch.cuda, "nccl") else None
     return {

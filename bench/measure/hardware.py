@@ -16,8 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
 # The instruction-set flags that decide which kernels the compute dtypes get on a CPU
 # (x86 /proc/cpuinfo "flags", arm "Features").
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
@@ -102,6 +100,8 @@ def driver_version() -> str | None:
 
 def gpu_fingerprint() -> list[dict[str, Any]]:
     """Each visible GPU: name, SMs, memory, compute capability; the driver once."""
+    import torch  # here: bench.run imports this module before it wants torch (bench.measure.env)
+
     if not torch.cuda.is_available():
         return []
     driver = driver_version()

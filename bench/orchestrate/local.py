@@ -19,12 +19,11 @@ from bench.record import Record, RunDir, Status, append_record, read_records
 
 
 def run_local(plan: RunPlan, run_dir: RunDir, data_dir: str | None, verbose: bool,
-              cell_timeout_s: float | None, preload: bool = True,
+              cell_timeout_s: float | None, server: PreloadServer | None = None,
               after_each: Callable[[], None] | None = None) -> bool:
-    """Run every pending (cell, repeat) in a child process (with ``preload``, single-
-    process cells forked from one preload server for the run); ``after_each()`` once a
-    cell's record is appended (``--snapshot``). False when interrupted."""
-    server = PreloadServer(data_dir) if preload else None
+    """Run every pending (cell, repeat) in a child process (with the run's preload
+    ``server``, forked from it; closed at the end); ``after_each()`` once a cell's record
+    is appended (``--snapshot``). False when interrupted."""
     try:
         return _walk(plan, run_dir, data_dir, verbose, cell_timeout_s, server, after_each)
     finally:
