@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -106,8 +107,13 @@ class PreloadServer:
         return PreloadedProcess(process)
 
     def close(self) -> None:
-        """End the server (it would end with the orchestrator anyway)."""
+        """End the server now (it would end with the orchestrator anyway), even in the
+        middle of its preload: a run that stops at an input error does not wait for it.
+        Cells it forked are not its to end (they have their own sessions)."""
         if self.started:
+            server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
             with contextlib.suppress(Exception):
-                multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]
+                if server._forkserver_pid is not None:
+                    os.kill(server._forkserver_pid, signal.SIGKILL)
+                server._stop()
             self.started = False
