@@ -49,10 +49,10 @@ def group_timeout_s(cell_timeout_s: float) -> float:
 
 
 def timeout_reason(timeout_s: float, rank: int, not_run: int) -> str:
-    return (f"timed out: no result after {timeout_s:g} s (--cell-timeout) on rank {rank}, "
-            f"a collective left waiting for a late or stuck rank; the process group cannot "
-            f"be trusted after that, so the walk ended here: {not_run} later cell run(s) "
-            "not run (--resume RUN_DIR runs them)")
+    return (f"timed out: no result after {timeout_s:g} s (--cell-timeout) on rank {rank} "
+            "(a cell that slow, or a collective waiting for a late or stuck rank); the "
+            "process group cannot be trusted after that, so the walk ended here: "
+            f"{not_run} later cell run(s) not run (--resume RUN_DIR runs them)")
 
 
 class CellDeadline:

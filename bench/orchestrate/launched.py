@@ -70,12 +70,12 @@ def release_memory() -> None:
 
 def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
                  finish: Callable[[RunDir, RunPlan], None], data_dir: str | None,
-                 verbose: bool, collective_timeout_s: float) -> None:
+                 verbose: bool, cell_timeout_s: float) -> None:
     """Walk the matrix on every rank. ``open_run`` (rank 0 only) creates or resumes the
     run directory and gives the plan, which every rank then receives; ``finish`` (rank 0
     only) writes the report. Bad input (a ValueError from ``open_run``: a matrix or run
     directory error) is raised on every rank."""
-    init_process_group(collective_timeout_s)
+    init_process_group(cell_timeout_s)
     rank = dist.get_rank()
     shared: list[object] = [None]
     if rank == 0:
@@ -102,7 +102,7 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
         else:
             options = replace(options, window_choice=windows.for_cell(cell.id))
             deadline = CellDeadline(cell, repeat, plan.run_id, run_dir, rank,
-                                    collective_timeout_s, len(plan.pending) - index,
+                                    cell_timeout_s, len(plan.pending) - index,
                                     lambda: finish(run_dir, plan))
             record = _run_cell(cell, repeat, run_dir, options, deadline)
             # Every rank keeps the same choice: the ranks agreed on it (bench.measure.window).
