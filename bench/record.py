@@ -67,6 +67,12 @@ class RankRaw:
     # intervals between the same points. None where the two clocks are one (CPU).
     host_step_s: list[float] | None = None
     paused_s: float | None = None  # host seconds the clock was paused (validation inside fit)
+    # On CUDA, per measured step: device seconds between an event pair of the step's own
+    # (its opening, or the resume after a pause, to its close), apart from the marks.
+    step_pair_s: list[float] | None = None
+    # The measured window on time.monotonic, from its synchronised opening to its
+    # synchronised close, less its pauses: an outside clock for the device's window.
+    window_wall_s: float | None = None
     # bench.measure.compile, compiled cells: compile_s, compile_val_s, graphs_compiled,
     # inductor_cache_cold
     compile: dict[str, Any] | None = None

@@ -206,6 +206,16 @@ MUTATIONS: list[Mutation] = [
      "find": "    return f\"windows differ: A measured",
      "replace": "    return None and f\"windows differ: A measured",
      "tests": ["tests/bench/analyze/test_compare.py"]},
+    {"item": "20.5", "name": "a clock check that cannot fail",
+     "file": "bench/analyze/clock_check.py",
+     "find": "    return abs(value - reference) > relative * abs(reference) + absolute_s",
+     "replace": "    return False",
+     "tests": ["tests/bench/analyze/test_clock_check.py"]},
+    {"item": "20.5", "name": "a step's own event pair keeps the pause before it",
+     "file": "bench/measure/clock.py",
+     "find": "            self._open_pair()  # the step's own pair leaves the pause out",
+     "replace": "            pass  # the step's own pair leaves the pause out",
+     "tests": ["tests/bench/measure/test_clock.py"]},
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

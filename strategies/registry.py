@@ -233,6 +233,10 @@ def _refused_combination(cell: CellLike, machine: Machine) -> str | None:
 def _not_in_this_launch(cell: CellLike, machine: Machine) -> str | None:
     world = cell.devices * cell.num_nodes
     if machine.launched_world_size is not None:
+        # A one-device cell runs on rank 0 alone (bench.orchestrate.launched): the
+        # scaling reference of the launch's multi-device cells.
+        if world == 1:
+            return None
         if world != machine.launched_world_size or cell.num_nodes != machine.launched_nodes:
             return (f"launched with {machine.launched_world_size} processes on "
                     f"{machine.launched_nodes} node(s); this cell needs {cell.devices} "

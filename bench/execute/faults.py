@@ -3,9 +3,11 @@ the environment variable MNIST_BENCH_INJECT_FAULT="<cell-id>[@<rank>]=<kind>[,..
 (with ``@<rank>``, only that rank of a multi-process cell fails).
 
 kinds: raise (an exception), sigkill (the process kills itself), hang (sleeps
-forever), oom (raises torch's out-of-memory error), slow-data:<ms> (the training
-loader waits that long before each batch, a known data wait to measure). Off by
-default and cheap: one environment lookup per cell.
+forever), sleep:<s> (sleeps <s> seconds, then goes on: a rank late for the cell's
+first collective, which the other ranks enter on time), oom (raises torch's
+out-of-memory error), slow-data:<ms> (the training loader waits that long before
+each batch, a known data wait to measure). Off by default and cheap: one
+environment lookup per cell.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 ENV_VAR = "MNIST_BENCH_INJECT_FAULT"
-KINDS = ("raise", "sigkill", "hang", "oom", "slow-data")
+KINDS = ("raise", "sigkill", "hang", "sleep", "oom", "slow-data")
 
 
 def requested(cell_id: str, rank: int) -> str | None:
@@ -62,7 +64,7 @@ def slow_down_training_data(cell_id: str, rank: int, datamodule: Any) -> None:
 
 
 def inject(cell_id: str, rank: int) -> None:
-    kind = requested(cell_id, rank)
+    kind, _, argument = (requested(cell_id, rank) or "").partition(":")
     if kind == "raise":
         raise RuntimeError(f"fault injected into {cell_id} ({ENV_VAR})")
     if kind == "oom":
@@ -72,3 +74,5 @@ def inject(cell_id: str, rank: int) -> None:
     if kind == "hang":
         while True:
             time.sleep(3600)
+    if kind == "sleep":
+        time.sleep(float(argument))

@@ -14,9 +14,15 @@ Two clocks read every mark:
   the host's dispatch running ahead or the final drain landing in the last step.
 
 On CUDA the stored ``step_s`` and phases are the device's and ``host_step_s``
-keeps the host's. Paused time (validation inside fit) is its own phase and is
-kept out of the steps; the device is synchronised at a pause, so that training
-kernels still queued there are not run inside the excluded validation.
+keeps the host's. Two more readings, taken apart from the marks, let a check
+(bench.analyze.clock_check) find a clock that miscounts: per step an event pair of
+its own around the whole step (``step_pair_s``, against the sum of the phases), and
+the window on ``time.monotonic`` between the synchronised points where it opens and
+closes, less its pauses (``window_wall_s``, against the device's window).
+
+Paused time (validation inside fit) is its own phase and is kept out of the steps;
+the device is synchronised at a pause, so that training kernels still queued there
+are not run inside the excluded validation.
 
 The first steps are warm-up, kept apart from the window; bench.measure.warmup says
 when warm-up ends. The window's step count is the cell's (bench.measure.window); a
@@ -28,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import monotonic  # the outside clock: not the marks' perf_counter
 from typing import Any
 
 import torch
@@ -110,6 +117,14 @@ class StepClock:
     paused_s: float = 0.0  # host seconds paused (validation inside fit), in total
     # The window's energy (bench.measure.energy); None: the device's own counters.
     energy: EnergyMeter | None = None
+    # Per step, device events of its own at its opening and its close (on CUDA).
+    _pairs: list[tuple[Any, Any]] = field(default_factory=list)
+    _pair_open: Any = None
+    # The window on an outside host clock: where it opened, its pauses so far.
+    _wall_open: float | None = None
+    _wall_paused_s: float = 0.0
+    _wall_pause_at: float | None = None
+    window_wall_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.device_event is None and self.device.type == "cuda":
@@ -156,9 +171,18 @@ class StepClock:
         ledger.mark("training_start")  # before the clock's first mark: the ledger holds it
         synchronize(self.device)
         self._record("rest")
+        self._open_pair()
         if self.warmup_steps == 0:  # no warm-up: the window opens with the first step
-            assert self.energy is not None
-            self.energy.start()
+            self._open_window()
+
+    def _open_pair(self) -> None:
+        self._pair_open = self.device_event() if self.device_event else None
+
+    def _open_window(self) -> None:
+        """Drained (and, after warm-up, agreed): the window opens here."""
+        assert self.energy is not None
+        self.energy.start()
+        self._wall_open = monotonic()
 
     def mark(self, phase: str) -> None:
         """The current step enters ``phase`` (one of PHASES). Ignored while paused."""
@@ -173,6 +197,11 @@ class StepClock:
         closing = self._record("rest")
         self._steps.append(_Step(self._open, batch_size))
         self._open = [closing]  # the next step opens where this one closed
+        if self._pair_open is not None:
+            assert self.device_event is not None
+            end = self.device_event()
+            self._pairs.append((self._pair_open, end))
+            self._pair_open = end
         if loss is not None:
             self.losses.append(loss.detach())
 
@@ -193,14 +222,14 @@ class StepClock:
             if self.window is not None and self.window.calibrates:
                 assert self.agree_min is not None
                 self.window.calibrate(self._warmup_host_s, self.agree_min)
-            assert self.energy is not None
-            self.energy.start()  # drained and agreed: the window opens here
+            self._open_window()
 
     def pause(self) -> None:
         if not self._paused:  # a second pause does not restart the paused interval
             synchronize(self.device)  # queued training work belongs to training
             self._record(PAUSED)
             self._paused = True
+            self._wall_pause_at = monotonic()
             assert self.energy is not None
             self.energy.pause()
 
@@ -209,6 +238,9 @@ class StepClock:
             self._paused = False
             pause = next(m for m in reversed(self._open) if m.phase == PAUSED)
             self.paused_s += self._record("rest").host - pause.host
+            if self._wall_open is not None and self._wall_pause_at is not None:
+                self._wall_paused_s += monotonic() - self._wall_pause_at
+            self._open_pair()  # the step's own pair leaves the pause out, as its phases do
             assert self.energy is not None
             self.energy.resume()
 
@@ -220,6 +252,10 @@ class StepClock:
         now = time.perf_counter()
         assert self.energy is not None
         self.energy.close()  # the window ends at the last step, or at the pause after it
+        if self._wall_open is not None:
+            end = self._wall_pause_at if self._paused else monotonic()
+            assert end is not None
+            self.window_wall_s = end - self._wall_open - self._wall_paused_s
         self.resume()
         ledger.mark("training_end")  # after the clock's last mark: the ledger holds it
         if not self._steps:
@@ -245,6 +281,9 @@ class StepClock:
             data_wait_s=[p["data"] for p in phases[w:]],
             phase_s={name: [p[name] for p in phases[w:]] for name in PHASES},
             host_step_s=host_step_s[w:] if on_device else None,
+            step_pair_s=[begin.elapsed_time(end) / 1000 for begin, end in self._pairs[w:]]
+            if on_device else None,
+            window_wall_s=self.window_wall_s,
             samples=int(sum(step.batch_size for step in self._steps[w:])),
             window_s=float(sum(step_s[w:])),
             paused_s=self.paused_s,

@@ -74,8 +74,8 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="finish an earlier run: only cells without an ok record run")
     p.add_argument("--cell-timeout", type=float, default=None,
-                   help="seconds per cell before its processes are killed "
-                        "(default 900, accuracy cells 3600)")
+                   help="seconds per cell before it is killed (default 900, accuracy "
+                        "3600); under torchrun, before it ends the walk (default 3600)")
     p.add_argument("--data-dir", default=None,
                    help="MNIST root (default $MNIST_DATA_DIR, else ./data)")
     p.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,

@@ -1,9 +1,12 @@
 """The matrix under torchrun / SLURM: every rank walks the same cells in process.
 
-The launcher already made the processes, so no child processes are started:
-each rank runs each cell itself, Lightning reuses the process group, and rank
-0 alone writes. Cells whose world size differs from the launch are skipped
-with the reason (bench.plan / strategies.registry).
+The launcher already made the processes, so each rank runs each cell itself,
+Lightning reuses the process group, and rank 0 alone writes. A one-device cell
+(the scaling reference) is the exception: rank 0 runs it alone, in a child
+process outside the launch, while the other ranks wait for its record. Other
+cells whose world size differs from the launch are skipped with the reason
+(bench.plan / strategies.registry). A cell past --cell-timeout ends the walk with
+its record (bench.orchestrate.deadline).
 """
 
 from __future__ import annotations
@@ -12,20 +15,31 @@ import datetime as dt
 import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 
 import torch
 import torch.distributed as dist
 
 from bench.execute.lifecycle import ExecuteOptions, agree_on_failure, execute
+from bench.matrix import Cell
 from bench.measure import ledger
 from bench.measure.env import env_key
+from bench.orchestrate.deadline import CellDeadline, group_timeout_s
+from bench.orchestrate.isolate import CellOptions, CellProcess
 from bench.orchestrate.plan import RunPlan
 from bench.orchestrate.progress import progress_line
 from bench.orchestrate.windows import ChosenWindows
 from bench.record import Record, RunDir, Status, append_record, read_records
 from strategies.registry import slurm_launched
+
+# What tells a process it is one rank of a launch (torchrun's variables, Lightning's
+# TorchElasticEnvironment and SLURMEnvironment): hidden from a cell run alone.
+LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+               "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR",
+               "MASTER_PORT")
+LAUNCH_PREFIXES = ("TORCHELASTIC_", "SLURM_")
 
 
 def init_process_group(timeout_s: float) -> None:
@@ -39,10 +53,10 @@ def init_process_group(timeout_s: float) -> None:
                           WORLD_SIZE=str(slurm.world_size()), RANK=str(slurm.global_rank()),
                           LOCAL_RANK=str(slurm.local_rank()))
     if not dist.is_initialized():
-        # No child processes to kill here: a collective that waits longer than a
-        # cell may take fails instead, and that rank's cell is recorded as failed.
+        # Past every rank's cell deadline, which records the cell; this timeout (and, on
+        # NCCL, torch's watchdog at its default error handling) is the backstop.
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
-                                timeout=dt.timedelta(seconds=timeout_s))
+                                timeout=dt.timedelta(seconds=group_timeout_s(timeout_s)))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -56,12 +70,12 @@ def release_memory() -> None:
 
 def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
                  finish: Callable[[RunDir, RunPlan], None], data_dir: str | None,
-                 verbose: bool, collective_timeout_s: float) -> None:
+                 verbose: bool, cell_timeout_s: float) -> None:
     """Walk the matrix on every rank. ``open_run`` (rank 0 only) creates or resumes the
     run directory and gives the plan, which every rank then receives; ``finish`` (rank 0
     only) writes the report. Bad input (a ValueError from ``open_run``: a matrix or run
     directory error) is raised on every rank."""
-    init_process_group(collective_timeout_s)
+    init_process_group(cell_timeout_s)
     rank = dist.get_rank()
     shared: list[object] = [None]
     if rank == 0:
@@ -86,15 +100,11 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
             record = Record.new(cell, repeat, plan.run_id, Status.SKIPPED,
                                 env_key(cell.accelerator), reason)
         else:
-            asked = time.time()
-            record = execute(cell, repeat, run_dir,
-                             replace(options, window_choice=windows.for_cell(cell.id)))
-            release_memory()
-            # A collective, so every rank leaves the cell before the next one starts; a
-            # cell that failed on any rank is recorded as failed, with that rank's reason.
-            agree_on_failure(record)
-            record.ledger = ledger.close(record.ledger, record.raw, asked, None, time.time(),
-                                         in_process=True)
+            options = replace(options, window_choice=windows.for_cell(cell.id))
+            deadline = CellDeadline(cell, repeat, plan.run_id, run_dir, rank,
+                                    cell_timeout_s, len(plan.pending) - index,
+                                    lambda: finish(run_dir, plan))
+            record = _run_cell(cell, repeat, run_dir, options, deadline)
             # Every rank keeps the same choice: the ranks agreed on it (bench.measure.window).
             windows.note(record)
         if rank == 0:
@@ -103,3 +113,62 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
     if rank == 0:
         finish(run_dir, plan)
     dist.barrier()
+
+
+def _run_cell(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions,
+              deadline: CellDeadline) -> Record:
+    if cell.world_size == 1 and dist.get_world_size() > 1:
+        # Rank 0's child process has the cell timeout of its own; the others only wait.
+        with deadline if deadline.rank != 0 else nullcontext():
+            return run_alone(cell, repeat, run_dir, options, deadline.timeout_s)
+    with deadline:
+        return _run_in_process(cell, repeat, run_dir, options)
+
+
+def _run_in_process(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions) -> Record:
+    asked = time.time()
+    record = execute(cell, repeat, run_dir, options)
+    release_memory()
+    # A collective, so every rank leaves the cell before the next one starts; a cell
+    # that failed on any rank is recorded as failed, with that rank's reason.
+    agree_on_failure(record)
+    record.ledger = ledger.close(record.ledger, record.raw, asked, None, time.time(),
+                                 in_process=True)
+    return record
+
+
+def run_alone(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions,
+              timeout_s: float) -> Record:
+    """A one-device cell in a launch of several ranks: rank 0 runs it as the local walk
+    does, in a child process with ``timeout_s``, outside the launch and on rank 0's
+    device, while the other ranks wait for its record (the collective is their wait)."""
+    shared: list[object] = [None]
+    if dist.get_rank() == 0:
+        cell_options = CellOptions(run_dir, options.run_id, options.data_dir,
+                                   options.wandb_mode, options.verbose, timeout_s,
+                                   window_choice=options.window_choice)
+        with outside_the_launch():
+            shared = [CellProcess(cell, repeat, cell_options).run()]
+    dist.broadcast_object_list(shared, src=0)
+    record = shared[0]
+    assert isinstance(record, Record)
+    return record
+
+
+@contextmanager
+def outside_the_launch() -> Iterator[None]:
+    """This process's environment, for a child started meanwhile, without the launch's
+    variables (the child is a world of one) and with this rank's GPU only."""
+    saved = dict(os.environ)
+    for name in saved:
+        if name in LAUNCH_VARS or name.startswith(LAUNCH_PREFIXES):
+            del os.environ[name]
+    if torch.cuda.is_available():
+        local, visible = int(saved.get("LOCAL_RANK", "0")), saved.get("CUDA_VISIBLE_DEVICES")
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[local] if visible else str(local)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+

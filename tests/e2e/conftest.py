@@ -1,6 +1,7 @@
 """One 2-rank torchrun walk shared by the end-to-end tests (one start-up for all): the
 engine controls of tests/e2e/test_validity.py's DDP cell, and, before them, a Lightning
-ddp cell whose rank 1 fails on purpose, and fp16 cells that are skipped on CPU."""
+ddp cell whose rank 1 fails on purpose, and fp16 cells that are skipped on CPU; last, a
+one-device cell that rank 0 runs alone, the 2-rank cells' scaling reference."""
 
 from __future__ import annotations
 
@@ -20,6 +21,27 @@ REPO = Path(__file__).resolve().parents[2]
 WALK_STRATEGIES = ["ddp", "engine-ddp", "engine-fsdp", "engine-deepspeed_stage_1",
                    "engine-deepspeed_stage_2", "engine-deepspeed_stage_3"]
 FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-adam-fused"  # rank 1 raises at its start
+ALONE_CELL = "cpu-1x-single-32-true-bs16-tensor-adam-fused"
+# The smoke preset's cells at batch 16, 2 warm-up steps and exactly 8 measured (as many
+# steps as the Lightning ddp cell they match), fused Adam; then the one-device cell.
+WALK_MATRIX = f"""
+accelerator = ["cpu"]
+batch_size = [16]
+loader = ["tensor"]
+optimizer_impl = ["fused"]
+steps = 8
+warmup_steps = 2
+warmup = "fixed"
+window = "fixed"
+[[blocks]]
+strategy = {WALK_STRATEGIES}
+devices = [2]
+precision = ["32-true", "16-mixed"]
+[[blocks]]
+strategy = ["single"]
+devices = [1]
+precision = ["32-true"]
+"""
 WALK_TIMEOUT_S = 900
 
 
@@ -27,18 +49,16 @@ WALK_TIMEOUT_S = 900
 def engine_walk(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``torchrun --nproc_per_node=2 -m bench.run``: the records, by cell id and by
     strategy (ok cells only), and what the launch printed."""
-    out = tmp_path_factory.mktemp("walk") / "out"
+    walk = tmp_path_factory.mktemp("walk")
+    out, matrix = walk / "out", walk / "walk.toml"
+    matrix.write_text(WALK_MATRIX)
     env = {k: v for k, v in os.environ.items()
            if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT", ENV_VAR)}
     env |= {"MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
             ENV_VAR: f"{FAILING_CELL}@1=raise"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "bench.run", "--matrix", "smoke",
-               "--strategies", ",".join(WALK_STRATEGIES), "--precisions", "32-true,16-mixed",
-               "--batch-sizes", "16", "--steps", "8", "--warmup-steps", "2",
-               # as many steps as the Lightning ddp cell they match
-               "--warmup", "fixed", "--window", "fixed",
-               "--optimizer-impls", "fused", "--wandb", "disabled", "--out", str(out)]
+               "--nproc_per_node=2", "-m", "bench.run", "--matrix", str(matrix),
+               "--wandb", "disabled", "--out", str(out)]
     process = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -53,4 +73,5 @@ def engine_walk(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     [run_dir] = list(out.iterdir())
     records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
     return {"records": records, "output": output, "run_dir": run_dir,
-            "by_strategy": {r["cell"]["strategy"]: r for r in records if r["status"] == "ok"}}
+            "by_strategy": {r["cell"]["strategy"]: r for r in records
+                            if r["status"] == "ok" and r["cell"]["devices"] == 2}}

@@ -54,7 +54,7 @@ def test_unknown_names_are_errors_listing_the_valid_ones(field: str, value: str,
     (FakeCell(strategy="raw", mode="accuracy"), CPU_BOX, "throughput only"),
     (FakeCell(accelerator="cuda", strategy="deepspeed_stage_2_offload", optimizer="sgd"),
      ONE_GPU, "own CPU Adam"),
-    (FakeCell(strategy="single"), TORCHRUN_2, "launched with 2 processes"),
+    (FakeCell(strategy="ddp", devices=4), TORCHRUN_2, "launched with 2 processes"),
     (FakeCell(strategy="ddp", devices=1, num_nodes=2), CPU_BOX, "torchrun or SLURM"),
 ])
 def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
@@ -67,6 +67,7 @@ def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
     (FakeCell(strategy="ddp", devices=2), CPU_BOX),
     (FakeCell(strategy="raw"), CPU_BOX),
     (FakeCell(strategy="ddp", devices=2), TORCHRUN_2),
+    (FakeCell(strategy="single"), TORCHRUN_2),  # one device: rank 0 runs it alone
     (FakeCell(accelerator="cuda", strategy="deepspeed_stage_3", precision="16-mixed"), ONE_GPU),
 ])
 def test_runnable_cells_have_no_reason(cell: FakeCell, machine: Machine) -> None:

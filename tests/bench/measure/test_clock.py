@@ -190,3 +190,42 @@ def test_empty_clock_records_nothing() -> None:
     rank = asdict(clock.rank_raw(0))
     assert rank["step_s"] == [] and rank["samples"] == 0 and rank["window_s"] == 0.0
     assert derive_metrics(Raw(ranks=[RankRaw(**rank)]), 1)["samples_per_s"] is None
+
+
+def test_each_step_has_an_event_pair_of_its_own_and_the_window_an_outside_wall(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readings apart from the marks, for bench.analyze.clock_check: a step's own pair of
+    events spans the step (the pause before the last one left out, as its phases leave
+    it out), and the window on time.monotonic holds the measured steps' host time
+    without the pause."""
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr("bench.measure.clock.memory_peaks", lambda device: {})
+    clock = StepClock(WarmupRule.fixed(1), torch.device("cuda", 0), device_event=StandInEvent)
+    clock.start()
+    for i in range(3):
+        if i == 2:  # a validation inside the window
+            clock.pause()
+            StandInEvent.device_now += 1.0
+            time.sleep(0.2)
+            clock.resume()
+        clock.mark("data")
+        StandInEvent.device_now += 0.001
+        clock.mark("forward")
+        StandInEvent.device_now += 0.050
+        time.sleep(0.02)
+        clock.step_done(torch.tensor(0.0), 4)
+    clock.finish()
+    rank = clock.rank_raw(0)
+    assert rank.step_s == pytest.approx([0.051, 0.051])
+    assert rank.step_pair_s == pytest.approx([0.051, 0.051])
+    assert rank.window_wall_s is not None and 0.04 <= rank.window_wall_s < 0.2
+
+
+def test_on_cpu_there_are_no_pairs_and_the_window_wall_is_the_host_s() -> None:
+    clock = StepClock(WarmupRule.fixed(1), CPU)
+    clock.start()
+    drive(clock, 3, wait_s=0.0, compute_s=0.01, batch=4)
+    clock.finish()
+    rank = clock.rank_raw(0)
+    assert rank.step_pair_s is None
+    assert rank.window_wall_s == pytest.approx(sum(rank.step_s), abs=0.005)

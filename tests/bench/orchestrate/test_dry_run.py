@@ -24,7 +24,8 @@ def test_gpu_presets_plan_without_known_failures(preset: str, gpus: int, skipped
     assert len(reasons) == skipped, reasons
     assert all("refuses a compiled model under DeepSpeedStrategy" in r for r in reasons)
     if preset == "multi-gpu":
-        assert {line.split()[0].split("-")[1] for line in lines} == {"2x", "4x", "8x"}
+        assert {line.split()[0].split("-")[1] for line in lines} == {"1x", "2x", "4x", "8x"}
+        assert "cuda-1x-single-bf16-mixed-bs256-device" in out  # the scaling reference
 
 
 def test_assume_gpus_only_plans(capsys: pytest.CaptureFixture[str]) -> None:
