@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --dry-run (or a bare --matrix): plan as if N CUDA GPUs (bf16), "
                         "DeepSpeed and a compiler were here")
     p.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--run-id", default=None, metavar="NAME",
+                   help="name the new run directory OUT/NAME instead of a time stamp (a job "
+                        "script: job-$SLURM_JOB_ID, resumed with --resume when it exists)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="finish an earlier run: only cells without an ok record run")
     p.add_argument("--cell-timeout", type=float, default=None,
@@ -188,6 +191,11 @@ def check_options(args: argparse.Namespace) -> None:
     if args.cell_timeout is not None and not args.cell_timeout > 0:
         raise ValueError(f"--cell-timeout must be a positive number of seconds, "
                          f"got {args.cell_timeout:g}")
+    if args.run_id is not None:
+        if args.resume is not None:
+            raise ValueError("--run-id names a new run; --resume keeps the run's own id")
+        if args.run_id in ("", ".", "..") or "/" in args.run_id or os.sep in args.run_id:
+            raise ValueError(f"--run-id must be a plain directory name, got {args.run_id!r}")
     if args.profile < 0:
         raise ValueError(f"--profile takes a number of steps, got {args.profile}")
     if args.profile:  # every cell process and rank inherits it
@@ -228,7 +236,7 @@ def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
     if args.resume is not None:
         return open_resume(args.resume, asked, machine, wandb_mode, check)
     assert asked is not None  # only a bare --resume asks for no matrix
-    plan = make_plan(new_run_id(), asked, machine, wandb_mode)
+    plan = make_plan(args.run_id or new_run_id(), asked, machine, wandb_mode)
     ensure_results_root(args.out)  # the cheap check first
     check(plan)
     return create_run_dir(args.out, plan), plan
@@ -237,7 +245,8 @@ def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
 def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: str,
                        started_at: float) -> int:
     """Every rank walks the matrix; rank 0 alone has the records, so it alone judges
-    them (1 when a cell failed); the other ranks exit 0 and torchrun reports rank 0's."""
+    them (1 when a cell failed); the other ranks exit 0 and torchrun reports rank 0's.
+    Every rank exits 130 when interrupted (SIGTERM: scancel, a requeue)."""
     from bench.orchestrate.launched import run_launched
 
     statuses: list[int] = []
@@ -252,8 +261,10 @@ def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: s
         finish(run_dir, plan, walked_from[0], started_at)
         statuses.append(verdict(run_dir))
 
-    run_launched(open_and_count, finish_and_judge, args.data_dir,
-                 args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
+    completed = run_launched(open_and_count, finish_and_judge, args.data_dir,
+                             args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
+    if not completed:
+        return 130
     return statuses[0] if statuses else 0
 
 
