@@ -2,7 +2,8 @@
 # A real two-node SLURM cluster on this one machine, for trying the job script and
 # for the SLURM tests (tests/e2e/test_slurm.py):
 #
-#   scripts/slurm/local-cluster.sh start    # installs slurm-wlm and munge if missing (root)
+#   scripts/slurm/local-cluster.sh install  # slurm-wlm and munge, if missing (root, apt-get)
+#   scripts/slurm/local-cluster.sh start    # installs them first when missing
 #   export SLURM_CONF=$(scripts/slurm/local-cluster.sh conf)
 #   sbatch ... / squeue / sinfo
 #   scripts/slurm/local-cluster.sh status
@@ -20,9 +21,13 @@ PORT="${MNIST_BENCH_SLURM_PORT:-17000}"  # slurmctld; the nodes take the next tw
 CONF="$ROOT/etc/slurm.conf"
 MUNGE_SOCKET="$ROOT/munge/munge.socket.2"
 NODES=(n1 n2)
-# Every daemon carries this in its environment, and so does every process it starts
-# (slurmstepd, the job's tasks): `stop` finds what is its own by it, and only that.
+# Every daemon carries this in its environment: `stop` finds what is its own by it (and
+# the job steps by their working folder), and only that.
 MARK="MNIST_BENCH_SLURM_CLUSTER=$ROOT"
+
+# Exit status 3: slurm-wlm and munge are missing and cannot be installed here (the
+# SLURM tests skip with the message); any other failure is 1.
+CANNOT_INSTALL=3
 
 say() { echo "local-cluster: $*" >&2; }
 
@@ -31,14 +36,15 @@ install_packages() {
         && command -v munged >/dev/null && command -v sbatch >/dev/null && return 0
     if [ "$(id -u)" -ne 0 ]; then
         say "slurm-wlm and munge are not installed, and installing them needs root"
-        return 1
+        exit "$CANNOT_INSTALL"
     fi
-    command -v apt-get >/dev/null || { say "no apt-get here to install slurm-wlm and munge"; return 1; }
+    command -v apt-get >/dev/null \
+        || { say "no apt-get here to install slurm-wlm and munge"; exit "$CANNOT_INSTALL"; }
     say "installing slurm-wlm and munge (apt-get)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null \
         || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
              apt-get install -y -q slurm-wlm munge >/dev/null; } \
-        || { say "apt-get could not install slurm-wlm and munge"; return 1; }
+        || { say "apt-get could not install slurm-wlm and munge"; exit "$CANNOT_INSTALL"; }
 }
 
 write_conf() {
@@ -192,9 +198,10 @@ status() {
 }
 
 case "${1:-}" in
+    install) install_packages ;;
     start) start ;;
     stop) stop ;;
     status) status ;;
     conf) echo "$CONF" ;;
-    *) echo "usage: $0 start|stop|status|conf" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status|conf" >&2; exit 2 ;;
 esac
