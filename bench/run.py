@@ -50,9 +50,11 @@ from bench.orchestrate.preflight import check_before_running
 from bench.orchestrate.progress import verdict
 from bench.orchestrate.rundir import (
     RunDirError,
+    check_run_id,
     create_run_dir,
     ensure_results_root,
     open_resume,
+    records_in,
 )
 from bench.orchestrate.snapshot import refresh
 from bench.record import RunDir, read_records
@@ -120,8 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "DeepSpeed and a compiler were here")
     p.add_argument("--out", type=Path, default=Path("results"), help="results root")
     p.add_argument("--run-id", default=None, metavar="NAME",
-                   help="name the new run directory OUT/NAME instead of a time stamp (a job "
-                        "script: job-$SLURM_JOB_ID, resumed with --resume when it exists)")
+                   help="name the new run OUT/NAME, not by the time (a job: job-$SLURM_JOB_ID)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="finish an earlier run: only cells without an ok record run")
     p.add_argument("--cell-timeout", type=float, default=None,
@@ -146,11 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "cell to cells/<id>/trace-r<repeat>-rank<rank>.json (Perfetto, "
                         "TensorBoard); the profiled figures carry the profiler's overhead")
     return p
-
-
-def records_in(run_dir: RunDir) -> int:
-    """How many records the run holds (the records a walk adds come after them)."""
-    return sum(1 for _ in read_records(run_dir.records)) if run_dir.records.exists() else 0
 
 
 def finish(run_dir: RunDir, plan: RunPlan, walked_from: int = 0,
@@ -191,11 +187,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.cell_timeout is not None and not args.cell_timeout > 0:
         raise ValueError(f"--cell-timeout must be a positive number of seconds, "
                          f"got {args.cell_timeout:g}")
-    if args.run_id is not None:
-        if args.resume is not None:
-            raise ValueError("--run-id names a new run; --resume keeps the run's own id")
-        if args.run_id in ("", ".", "..") or "/" in args.run_id or os.sep in args.run_id:
-            raise ValueError(f"--run-id must be a plain directory name, got {args.run_id!r}")
+    check_run_id(args.run_id, resuming=args.resume is not None)
     if args.profile < 0:
         raise ValueError(f"--profile takes a number of steps, got {args.profile}")
     if args.profile:  # every cell process and rank inherits it
@@ -244,9 +236,8 @@ def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
 
 def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: str,
                        started_at: float) -> int:
-    """Every rank walks the matrix; rank 0 alone has the records, so it alone judges
-    them (1 when a cell failed); the other ranks exit 0 and torchrun reports rank 0's.
-    Every rank exits 130 when interrupted (SIGTERM: scancel, a requeue)."""
+    """Every rank walks the matrix; rank 0 alone judges the records (1: a cell failed), the
+    others exit 0 and torchrun reports rank 0's; all exit 130 when interrupted (SIGTERM)."""
     from bench.orchestrate.launched import run_launched
 
     statuses: list[int] = []
@@ -263,9 +254,7 @@ def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: s
 
     completed = run_launched(open_and_count, finish_and_judge, args.data_dir,
                              args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
-    if not completed:
-        return 130
-    return statuses[0] if statuses else 0
+    return (statuses[0] if statuses else 0) if completed else 130
 
 
 def snapshot_now(run_dir: RunDir, dest: Path) -> None:

@@ -141,6 +141,7 @@ start() {
     if pid_of "$ROOT/run/slurmctld.pid" >/dev/null; then
         say "already running ($CONF)"; return 0
     fi
+    [ -z "$(own_processes)" ] || stop  # what a half-started or half-stopped cluster left
     write_conf
     export "${MARK?}" SLURM_CONF="$CONF"
     munged --force --key-file="$ROOT/munge/munge.key" --socket="$MUNGE_SOCKET" \
@@ -187,7 +188,7 @@ stop() {
 }
 
 status() {
-    local down=0 name file
+    local down=0 name file pid
     for name in munged slurmctld "${NODES[@]/#/slurmd-}"; do
         case "$name" in munged) file="$ROOT/munge/munged.pid" ;; *) file="$ROOT/run/$name.pid" ;; esac
         if pid="$(pid_of "$file")"; then echo "$name: running (pid $pid)"

@@ -54,7 +54,12 @@ def free_ports(count: int) -> int:
 @dataclass
 class Cluster:
     root: Path
-    env: dict[str, str]  # for the cluster script and the SLURM commands
+    own: dict[str, str]  # the variables that name this cluster (its folder, ports, conf)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For the cluster script and the SLURM commands."""
+        return dict(os.environ) | self.own
 
     def command(self, *args: str) -> str:
         done = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=60)
@@ -65,7 +70,7 @@ class Cluster:
         """sbatch the job script's CPU form from the repository root; the job's id."""
         done = subprocess.run(["sbatch", "--parsable", f"--output={log}", *CPU_FORM,
                                str(JOB_SCRIPT), *bench_args],
-                              cwd=REPO, env=job_env | self.env, capture_output=True, text=True,
+                              cwd=REPO, env=job_env | self.own, capture_output=True, text=True,
                               timeout=60)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().split(";")[0]
@@ -104,18 +109,18 @@ def records(run_dir: Path, name: str = "records.jsonl") -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("slurm")
-    env = os.environ | {"MNIST_BENCH_SLURM_DIR": str(root),
-                        "MNIST_BENCH_SLURM_PORT": str(free_ports(3)),
-                        "SLURM_CONF": str(root / "etc" / "slurm.conf")}
-    started = subprocess.run([str(CLUSTER_SCRIPT), "start"], env=env, capture_output=True,
-                             text=True, timeout=300)
+    cluster = Cluster(root, {"MNIST_BENCH_SLURM_DIR": str(root),
+                             "MNIST_BENCH_SLURM_PORT": str(free_ports(3)),
+                             "SLURM_CONF": str(root / "etc" / "slurm.conf")})
+    started = subprocess.run([str(CLUSTER_SCRIPT), "start"], env=cluster.env,
+                             capture_output=True, text=True, timeout=300)
     if started.returncode == CANNOT_INSTALL:
         pytest.skip(f"no SLURM cluster here: {started.stderr.strip()}")
     try:
         assert started.returncode == 0, started.stderr
-        yield Cluster(root, env)
+        yield cluster
     finally:
-        subprocess.run([str(CLUSTER_SCRIPT), "stop"], env=env, timeout=120)
+        subprocess.run([str(CLUSTER_SCRIPT), "stop"], env=cluster.env, timeout=120)
 
 
 @pytest.fixture
@@ -237,7 +242,7 @@ def own_processes(cluster: Cluster) -> list[str]:
         except (OSError, IndexError):
             continue
         if (str(cluster.root) in command or cwd.startswith(str(cluster.root))
-                or f"SLURM_CONF={cluster.env['SLURM_CONF']}".encode() in environ):
+                or f"SLURM_CONF={cluster.own['SLURM_CONF']}".encode() in environ):
             found.append(f"{proc.name}: {command}")
     return found
 
