@@ -11,7 +11,8 @@ reader can always recompute. On disk a record is one JSON object:
      "raw": {"ranks": [RankRaw, ...], "flops_per_sample", "peak_source",
              "window": {how many steps were measured, chosen how}, ...},
      "metrics": {bench.metrics.STORED_NAMES -> number | null},
-     "env_key": {"hostname", "device", "torch", "lightning"},
+     "env_key": {"hostname", "device", "hardware", "torch", "lightning"; under SLURM
+                 "slurm": {"job_id", "node_list", "nodes", "restart_count"}},
      "started_at": ISO-8601 UTC, "wall_s", "log": "cells/<cell-id>/log.txt",
      "machine": {...} | null, "ledger": {"wall_s", "parts", "marks", "note"} | null}
 """

@@ -52,9 +52,11 @@ from bench.orchestrate.preload import PreloadServer
 from bench.orchestrate.progress import verdict
 from bench.orchestrate.rundir import (
     RunDirError,
+    check_run_id,
     create_run_dir,
     ensure_results_root,
     open_resume,
+    records_in,
 )
 from bench.orchestrate.snapshot import refresh
 from bench.record import RunDir, read_records
@@ -63,11 +65,6 @@ from strategies.registry import Machine
 
 def build_parser() -> argparse.ArgumentParser:
     return command_line.build_parser(__doc__)
-
-
-def records_in(run_dir: RunDir) -> int:
-    """How many records the run holds (the records a walk adds come after them)."""
-    return sum(1 for _ in read_records(run_dir.records)) if run_dir.records.exists() else 0
 
 
 def finish(run_dir: RunDir, plan: RunPlan, walked_from: int = 0,
@@ -108,6 +105,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.cell_timeout is not None and not args.cell_timeout > 0:
         raise ValueError(f"--cell-timeout must be a positive number of seconds, "
                          f"got {args.cell_timeout:g}")
+    check_run_id(args.run_id, resuming=args.resume is not None)
     if args.profile < 0:
         raise ValueError(f"--profile takes a number of steps, got {args.profile}")
     if args.profile:  # every cell process and rank inherits it
@@ -148,7 +146,7 @@ def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
     if args.resume is not None:
         return open_resume(args.resume, asked, machine, wandb_mode, check)
     assert asked is not None  # only a bare --resume asks for no matrix
-    plan = make_plan(new_run_id(), asked, machine, wandb_mode)
+    plan = make_plan(args.run_id or new_run_id(), asked, machine, wandb_mode)
     ensure_results_root(args.out)  # the cheap check first
     check(plan)
     return create_run_dir(args.out, plan), plan
@@ -156,8 +154,8 @@ def open_run(args: argparse.Namespace, machine: Machine, wandb_mode: str
 
 def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: str,
                        started_at: float) -> int:
-    """Every rank walks the matrix; rank 0 alone has the records, so it alone judges
-    them (1 when a cell failed); the other ranks exit 0 and torchrun reports rank 0's."""
+    """Every rank walks the matrix; rank 0 alone judges the records (1: a cell failed), the
+    others exit 0 and torchrun reports rank 0's; all exit 130 when interrupted (SIGTERM)."""
     from bench.orchestrate.launched import run_launched
 
     statuses: list[int] = []
@@ -172,9 +170,9 @@ def run_under_launcher(args: argparse.Namespace, machine: Machine, wandb_mode: s
         finish(run_dir, plan, walked_from[0], started_at)
         statuses.append(verdict(run_dir))
 
-    run_launched(open_and_count, finish_and_judge, args.data_dir,
-                 args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
-    return statuses[0] if statuses else 0
+    completed = run_launched(open_and_count, finish_and_judge, args.data_dir,
+                             args.verbose, args.cell_timeout or DEFAULT_TIMEOUT_S["accuracy"])
+    return (statuses[0] if statuses else 0) if completed else 130
 
 
 def snapshot_now(run_dir: RunDir, dest: Path) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests.e2e.launches import launch_env
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -32,17 +34,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
-               "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "MNIST_BENCH_INJECT_FAULT")
 
 
 @pytest.fixture
 def bench_env(data_dir: Path) -> dict[str, str]:
     """Environment for `python -m bench.run` subprocesses: the shared data, no wandb,
     unbuffered output, and no launcher or fault-injection variables leaking in."""
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
-    return env | {"MNIST_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled",
-                  "PYTHONUNBUFFERED": "1"}
+    return launch_env(data_dir)
 
 
 @pytest.fixture(scope="session")

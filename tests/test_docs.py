@@ -28,6 +28,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "bench.run": run.build_parser, "bench.compare": compare.build_parser,
     "bench.history": history.build_parser, "bench.report": report.build_parser,
     "bench.cell": cell.build_parser}
+JOB_SCRIPT = "scripts/slurm/mnist-bench.sbatch"  # its arguments go to bench.run
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 # A path into the repository, as pages name them in inline code: `bench/metrics.py`,
 # `bench/metrics.py:SANITY_VAL_IMAGES`, `results/reference/cpu-AMD-EPYC-2-cores/`.
@@ -89,17 +90,20 @@ def quoted_commands(page: Path) -> Iterator[list[str]]:
 
 
 def module_invocations(page: Path) -> Iterator[tuple[str, list[str]]]:
-    """(module, arguments) of every `-m bench.X` (python, torchrun, srun) a page quotes."""
+    """(module, arguments) of every `-m bench.X` (python, torchrun, srun) a page quotes,
+    and of the job script, whose arguments are bench.run's."""
     for words in quoted_commands(page):
         for i, word in enumerate(words[:-1]):
             if word == "-m" and words[i + 1].startswith("bench."):
                 yield words[i + 1], words[i + 2:]
+            elif word == JOB_SCRIPT:
+                yield "bench.run", words[i + 1:]
 
 
 def script_invocations(page: Path) -> Iterator[tuple[str, list[str]]]:
     for words in quoted_commands(page):
         for i, word in enumerate(words):
-            if word.startswith("scripts/"):
+            if word.startswith("scripts/") and word != JOB_SCRIPT:
                 yield word, words[i + 1:]
                 break
 
@@ -149,10 +153,12 @@ def test_every_flag_given_to_a_script_exists_in_it(page: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
-# Other tools' options the pages name: pytest-benchmark's and torchrun's.
+# Other tools' options the pages name: pytest-benchmark's, torchrun's and sbatch's.
 OTHER_TOOLS_FLAGS = {"--benchmark-enable", "--benchmark-autosave", "--benchmark-compare",
                      "--standalone", "--nproc_per_node", "--nnodes", "--node_rank",
-                     "--master_addr", "--master_port"}
+                     "--master_addr", "--master_port", "--nodes", "--ntasks-per-node",
+                     "--gpus-per-node", "--cpus-per-task", "--requeue", "--open-mode",
+                     "--output", "--partition", "--account", "--time"}
 
 
 def known_flags() -> set[str]:
@@ -160,7 +166,7 @@ def known_flags() -> set[str]:
     flags = set(OTHER_TOOLS_FLAGS)
     for build in PARSERS.values():
         flags |= {flag for action in build()._actions for flag in action.option_strings}
-    for script in (REPO / "scripts").iterdir():
+    for script in (path for path in (REPO / "scripts").rglob("*") if path.is_file()):
         flags |= set(re.findall(r"""["(\s](--[a-z][\w-]*)(?=["|)])""", script.read_text()))
     return flags
 

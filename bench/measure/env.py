@@ -52,12 +52,27 @@ def device_name(accelerator: str = "cpu") -> str:
     return cpu_model()
 
 
+def slurm_job() -> dict[str, Any] | None:
+    """The SLURM job this process runs in (None outside one): its id, its nodes and how
+    often it was requeued, so that a record says which job, and which attempt, made it."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id is None:
+        return None
+    return {"job_id": job_id, "node_list": os.environ.get("SLURM_JOB_NODELIST"),
+            "nodes": int(os.environ.get("SLURM_JOB_NUM_NODES") or 1),
+            "restart_count": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
+
+
 def env_key(accelerator: str = "cpu") -> dict[str, Any]:
     """What must match for two records to be compared without --force: the host, the
-    device, the hardware's fingerprint (bench.measure.hardware) and the versions."""
-    return {"hostname": socket.gethostname(), "device": device_name(accelerator),
-            "hardware": fingerprint(accelerator),
-            "torch": version("torch"), "lightning": version("lightning")}
+    device, the hardware's fingerprint (bench.measure.hardware) and the versions. Under
+    SLURM also ``slurm`` (slurm_job): where the record came from, never compared."""
+    key = {"hostname": socket.gethostname(), "device": device_name(accelerator),
+           "hardware": fingerprint(accelerator),
+           "torch": version("torch"), "lightning": version("lightning")}
+    if (job := slurm_job()) is not None:
+        key["slurm"] = job
+    return key
 
 
 def _git(*args: str) -> str | None:
@@ -107,5 +122,6 @@ def capture_env(argv: list[str] | None = None) -> dict[str, Any]:
         "git_sha": _git("rev-parse", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain")),
         "command": argv if argv is not None else sys.argv,
+        "slurm": slurm_job(),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -71,6 +71,8 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
                    help="with --dry-run (or a bare --matrix): plan as if N CUDA GPUs (bf16), "
                         "DeepSpeed and a compiler were here")
     p.add_argument("--out", type=Path, default=Path("results"), help="results root")
+    p.add_argument("--run-id", default=None, metavar="NAME",
+                   help="name the new run OUT/NAME, not by the time (a job: job-$SLURM_JOB_ID)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="finish an earlier run: only cells without an ok record run")
     p.add_argument("--cell-timeout", type=float, default=None,

@@ -6,14 +6,19 @@ Lightning reuses the process group, and rank 0 alone writes. A one-device cell
 process outside the launch, while the other ranks wait for its record. Other
 cells whose world size differs from the launch are skipped with the reason
 (bench.plan / strategies.registry). A cell past --cell-timeout ends the walk with
-its record (bench.orchestrate.deadline).
+its record (bench.orchestrate.deadline). A SIGTERM (scancel, a requeue, the job's
+time limit, torchrun stopping) records the running cell as interrupted and ends the
+walk; ``--resume`` finishes the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,7 +32,7 @@ from bench.matrix import Cell
 from bench.measure import ledger
 from bench.measure.env import env_key
 from bench.orchestrate.deadline import CellDeadline, group_timeout_s
-from bench.orchestrate.isolate import CellOptions, CellProcess
+from bench.orchestrate.isolate import CellOptions, CellProcess, kill_group
 from bench.orchestrate.plan import RunPlan
 from bench.orchestrate.progress import progress_line
 from bench.orchestrate.windows import ChosenWindows
@@ -68,13 +73,61 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+class Interrupted(BaseException):
+    """SIGTERM on this rank: scancel, a requeue, the job's time limit, torchrun stopping.
+    A BaseException, so that a cell's own failure handling does not take it for a
+    failure of the cell."""
+
+
+class TermSignal:
+    """While installed, SIGTERM raises Interrupted, except inside ``held()``, where it
+    is noted and raised when the block ends: a record being appended is never cut."""
+
+    def __init__(self) -> None:
+        self.holding = self.pending = False
+
+    def __enter__(self) -> TermSignal:
+        self.previous = signal.signal(signal.SIGTERM, self._on_term)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        if self.holding:
+            self.pending = True
+            return
+        raise Interrupted("SIGTERM")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            raise Interrupted("SIGTERM")
+
+
+def stop_exceptions() -> tuple[type[BaseException], ...]:
+    """What ends the walk as interrupted: SIGTERM through TermSignal, Ctrl-C, and
+    Lightning's own exception for a SIGTERM it caught inside training (its handler runs
+    before ours, and may be the one that stops the loop)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return Interrupted, KeyboardInterrupt, SIGTERMException
+
+
 def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
                  finish: Callable[[RunDir, RunPlan], None], data_dir: str | None,
-                 verbose: bool, cell_timeout_s: float) -> None:
+                 verbose: bool, cell_timeout_s: float) -> bool:
     """Walk the matrix on every rank. ``open_run`` (rank 0 only) creates or resumes the
     run directory and gives the plan, which every rank then receives; ``finish`` (rank 0
     only) writes the report. Bad input (a ValueError from ``open_run``: a matrix or run
-    directory error) is raised on every rank."""
+    directory error) is raised on every rank. False when interrupted (SIGTERM, Ctrl-C):
+    rank 0 has recorded the cell it was running as ``interrupted``; ``--resume``
+    finishes the run."""
     init_process_group(cell_timeout_s)
     rank = dist.get_rank()
     shared: list[object] = [None]
@@ -94,25 +147,44 @@ def run_launched(open_run: Callable[[], tuple[RunDir, RunPlan]],
     if rank == 0:
         print(f"run {plan.run_id}: {len(plan.pending)} cell run(s) on "
               f"{dist.get_world_size()} processes -> {run_dir.path}", flush=True)
-    options = ExecuteOptions(plan.run_id, data_dir, plan.wandb_mode, verbose)
+    with TermSignal() as term:
+        running: list[Record] = []  # the cell being run, until its record is appended
+        try:
+            _walk(plan, run_dir, windows, ExecuteOptions(plan.run_id, data_dir,
+                                                         plan.wandb_mode, verbose),
+                  cell_timeout_s, lambda: finish(run_dir, plan), term, running)
+        except stop_exceptions() as stop:
+            if rank == 0:
+                _record_interrupted(run_dir, plan, running, stop)
+            return False
+    if rank == 0:
+        finish(run_dir, plan)
+    dist.barrier()
+    return True
+
+
+def _walk(plan: RunPlan, run_dir: RunDir, windows: ChosenWindows, options: ExecuteOptions,
+          cell_timeout_s: float, finish: Callable[[], None], term: TermSignal,
+          running: list[Record]) -> None:
+    rank = dist.get_rank()
     for index, (cell, repeat, reason) in enumerate(plan.pending, start=1):
         if reason is not None:
             record = Record.new(cell, repeat, plan.run_id, Status.SKIPPED,
                                 env_key(cell.accelerator), reason)
         else:
+            running[:] = [Record.new(cell, repeat, plan.run_id, Status.INTERRUPTED,
+                                     env_key(cell.accelerator))]
             options = replace(options, window_choice=windows.for_cell(cell.id))
-            deadline = CellDeadline(cell, repeat, plan.run_id, run_dir, rank,
-                                    cell_timeout_s, len(plan.pending) - index,
-                                    lambda: finish(run_dir, plan))
+            deadline = CellDeadline(cell, repeat, plan.run_id, run_dir, rank, cell_timeout_s,
+                                    len(plan.pending) - index, finish)
             record = _run_cell(cell, repeat, run_dir, options, deadline)
             # Every rank keeps the same choice: the ranks agreed on it (bench.measure.window).
             windows.note(record)
-        if rank == 0:
-            append_record(run_dir.records, record)
-            print(progress_line(index, plan, record), flush=True)
-    if rank == 0:
-        finish(run_dir, plan)
-    dist.barrier()
+        with term.held():
+            if rank == 0:
+                append_record(run_dir.records, record)
+                print(progress_line(index, plan, record), flush=True)
+            running.clear()
 
 
 def _run_cell(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions,
@@ -147,8 +219,14 @@ def run_alone(cell: Cell, repeat: int, run_dir: RunDir, options: ExecuteOptions,
         cell_options = CellOptions(run_dir, options.run_id, options.data_dir,
                                    options.wandb_mode, options.verbose, timeout_s,
                                    window_choice=options.window_choice)
+        process = CellProcess(cell, repeat, cell_options)
         with outside_the_launch():
-            shared = [CellProcess(cell, repeat, cell_options).run()]
+            try:
+                shared = [process.run()]
+            except BaseException:  # a SIGTERM meanwhile: the child's own group goes too
+                if process.process is not None:
+                    kill_group(process.process, grace_s=2.0)
+                raise
     dist.broadcast_object_list(shared, src=0)
     record = shared[0]
     assert isinstance(record, Record)
@@ -172,3 +250,16 @@ def outside_the_launch() -> Iterator[None]:
         os.environ.clear()
         os.environ.update(saved)
 
+
+def _record_interrupted(run_dir: RunDir, plan: RunPlan, running: list[Record],
+                        stop: BaseException) -> None:
+    """Rank 0, stopped: the cell it was running, recorded as interrupted (the ones before
+    are in records.jsonl already). No report: a SIGKILL may follow soon (SLURM's
+    KillWait), and the run that resumes this one writes it."""
+    sent = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+    for record in running:
+        record.reason = f"stopped by {sent} while running"
+        append_record(run_dir.records, record)
+        print(f"{record.cell_id}  interrupted", flush=True)
+    print(f"interrupted; finish it with: python -m bench.run --resume {run_dir.path}",
+          file=sys.stderr, flush=True)

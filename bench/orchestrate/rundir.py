@@ -36,6 +36,21 @@ def ensure_results_root(out: Path) -> None:
         raise RunDirError(f"the results root {out} is not writable")
 
 
+def check_run_id(name: str | None, resuming: bool) -> None:
+    """--run-id (None: not given): a plain directory name, for a new run only."""
+    if name is None:
+        return
+    if resuming:
+        raise RunDirError("--run-id names a new run; --resume keeps the run's own id")
+    if name in ("", ".", "..") or "/" in name:
+        raise RunDirError(f"--run-id must be a plain directory name, got {name!r}")
+
+
+def records_in(run_dir: RunDir) -> int:
+    """How many records the run holds (the records a walk adds come after them)."""
+    return sum(1 for _ in read_records(run_dir.records)) if run_dir.records.exists() else 0
+
+
 def create_run_dir(out: Path, plan: RunPlan) -> RunDir:
     """A fresh results/<run-id>; never an existing one (two runs never share)."""
     ensure_results_root(out)

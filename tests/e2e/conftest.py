@@ -1,7 +1,9 @@
 """One 2-rank torchrun walk shared by the end-to-end tests (one start-up for all): the
 engine controls of tests/e2e/test_validity.py's DDP cell, and, before them, a Lightning
 ddp cell whose rank 1 fails on purpose, and fp16 cells that are skipped on CPU; last, a
-one-device cell that rank 0 runs alone, the 2-rank cells' scaling reference."""
+one-device cell that rank 0 runs alone, the 2-rank cells' scaling reference. And one
+two-node torchrun launch on loopback, which tests/e2e/test_launched.py checks and
+tests/e2e/test_slurm.py compares its sbatch run with."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from bench.execute.faults import ENV_VAR
+from tests.e2e.launches import LAUNCH_TIMEOUT_S, TWO_NODE_ARGS, finish, free_port, launch_env, start
 
 REPO = Path(__file__).resolve().parents[2]
 WALK_STRATEGIES = ["ddp", "engine-ddp", "engine-fsdp", "engine-deepspeed_stage_1",
@@ -43,6 +46,28 @@ devices = [1]
 precision = ["32-true"]
 """
 WALK_TIMEOUT_S = 900
+@pytest.fixture(scope="session")
+def torchrun_two_nodes(data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                       ) -> dict[str, Any]:
+    """Two torchrun launches on this machine playing two nodes of one process each, on
+    127.0.0.1: each node's results root, output and exit status."""
+    port = free_port()
+    base = tmp_path_factory.mktemp("two-nodes")
+    outs = [base / f"out-node{rank}" for rank in (0, 1)]
+    launches = [start([sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                       "--nproc_per_node=1", f"--node_rank={rank}", "--master_addr=127.0.0.1",
+                       f"--master_port={port}", "-m", "bench.run", *TWO_NODE_ARGS,
+                       "--out", str(outs[rank])], launch_env(data_dir))
+                for rank in (0, 1)]
+    try:
+        outputs = [finish(launch, LAUNCH_TIMEOUT_S) for launch in launches]
+    finally:
+        for launch in launches:
+            if launch.poll() is None:
+                os.killpg(launch.pid, signal.SIGKILL)
+                launch.wait()
+    return {"outs": outs, "outputs": outputs,
+            "returncodes": [launch.returncode for launch in launches]}
 
 
 @pytest.fixture(scope="session")

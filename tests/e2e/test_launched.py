@@ -4,11 +4,7 @@ rank 0 alone writes. Real torchrun, real gloo process groups, on CPU."""
 from __future__ import annotations
 
 import csv
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +13,14 @@ from typing import Any
 import pytest
 
 from bench.execute.faults import ENV_VAR
+from tests.e2e.launches import (
+    LAUNCH_TIMEOUT_S,
+    TWO_NODE_CELL,
+    check_records,
+    finish,
+    start,
+    the_records,
+)
 
 FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-adam-fused"  # as tests/e2e/conftest.py sets
 ALONE_CELL = "cpu-1x-single-32-true-bs16-tensor-adam-fused"
@@ -27,64 +31,6 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # be recorded exactly once, by rank 0.
 CELLS = ["-m", "bench.run", "--matrix", "smoke", "--accelerators", "cpu", "--strategies", "ddp",
          "--batch-sizes", "16", "--steps", "3", "--warmup-steps", "1", "--wandb", "disabled"]
-LAUNCH_TIMEOUT_S = 420  # a hang fails the test rather than blocking the suite
-
-
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def finish(process: subprocess.Popen[str], timeout: float) -> str:
-    """Wait; on timeout kill the launcher's whole process group (its ranks too) and fail."""
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"torchrun did not finish within {timeout} s:\n{output[-5000:]}")
-    return output
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def the_records(out: Path) -> list[dict[str, Any]]:
-    run_dirs = [p for p in out.iterdir() if p.is_dir()]
-    assert len(run_dirs) == 1, f"one run directory expected, found {run_dirs}"
-    text = (run_dirs[0] / "records.jsonl").read_text()
-    assert text.endswith("\n")
-    assert (run_dirs[0] / "report.md").is_file()
-    return [json.loads(line) for line in text.splitlines()]
-
-
-def check_records(records: list[dict[str, Any]], expected: list[tuple[str, str]],
-                  num_nodes: int, world_size: int = 2) -> None:
-    assert [(r["cell_id"], r["status"]) for r in records] == expected
-    for record in records:
-        if record["status"] == "skipped":
-            assert "fp16 AMP is not supported on CPU" in record["reason"]
-            continue
-        if record["status"] == "failed":  # a fault injected into one rank, by the test
-            assert "fault injected into" in record["reason"]
-            continue
-        assert record["effective"]["world_size"] == world_size
-        assert record["effective"]["global_batch_size"] == record["cell"]["batch_size"] * \
-            world_size
-        assert record["effective"]["strategy"] in ("DDPStrategy",) or \
-            record["effective"]["strategy"].startswith("engine: ")
-        assert record["effective"]["precision"] == record["cell"]["precision"]
-        assert record["cell"]["num_nodes"] == num_nodes
-        assert record["cell"]["devices"] * record["cell"]["num_nodes"] == world_size
-        assert len(record["raw"]["ranks"]) == world_size  # every rank measured, rank 0 wrote
-        # every rank measured the window's steps: a time window's count agreed by all
-        steps = record["raw"]["window"]["steps"]
-        assert [len(rank["step_s"]) for rank in record["raw"]["ranks"]] == [steps] * world_size
-        assert record["metrics"]["samples_per_s"] > 0
 
 
 @pytest.mark.slow
@@ -126,31 +72,18 @@ def test_torchrun_three_processes_a_failing_rank_fails_the_cell_on_all(
 
 
 @pytest.mark.slow
-def test_torchrun_two_nodes(tmp_path: Path, bench_env: dict[str, str]) -> None:
+def test_torchrun_two_nodes(torchrun_two_nodes: dict[str, Any]) -> None:
     """Two launches on this machine play two nodes of one process each."""
-    port = free_port()
-    outs = [tmp_path / f"out-node{rank}" for rank in (0, 1)]
-    launches = [start([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
-                       "--master_addr=127.0.0.1", f"--master_port={port}", *CELLS,
-                       "--precisions", "32-true,16-mixed", "--out", str(outs[rank])], bench_env)
-                for rank in (0, 1)]
-    try:
-        outputs = [finish(launch, LAUNCH_TIMEOUT_S) for launch in launches]
-    finally:
-        for launch in launches:
-            if launch.poll() is None:
-                os.killpg(launch.pid, signal.SIGKILL)
-                launch.wait()
-    for launch, output in zip(launches, outputs, strict=True):
-        assert launch.returncode == 0, output[-5000:]
-    check_records(the_records(outs[0]), [("cpu-1x-2n-ddp-32-true-bs16-tensor", "ok"),
+    outs, outputs = torchrun_two_nodes["outs"], torchrun_two_nodes["outputs"]
+    for status, output in zip(torchrun_two_nodes["returncodes"], outputs, strict=True):
+        assert status == 0, output[-5000:]
+    check_records(the_records(outs[0]), [(TWO_NODE_CELL, "ok"),
                                          ("cpu-1x-2n-ddp-16-mixed-bs16-tensor", "skipped")],
                   num_nodes=2)
     # Node 1 (rank 1) writes nothing of its own: rank 0 made the one run directory.
     assert not outs[1].exists()
     assert "cell run(s) on 2 processes" in outputs[0]
     assert "cell run(s)" not in outputs[1] and "] cpu-1x-2n-ddp" not in outputs[1]
-
 
 
 @pytest.mark.slow
