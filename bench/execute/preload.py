@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import multiprocessing
 import multiprocessing.process
@@ -48,6 +49,11 @@ def forked_from_preload() -> bool:
 def warm(data_dir: str | None) -> None:
     """Import everything a cell imports and read MNIST once, in the server. A failure
     is remembered and printed, never raised: a cell then imports and reads itself."""
+    # Python's advice for a process that forks without exec: no collection while the
+    # preload allocates (no freed holes in its pages), then every object it made frozen
+    # out of the collector, so that a child's collections never write to (and copy) the
+    # server's pages; the child turns collection back on (run_forked_cell).
+    gc.disable()
     # An is_available() in an import goes through NVML here, which survives a fork.
     with temporary_environment({"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}):
         try:
@@ -68,6 +74,7 @@ def warm(data_dir: str | None) -> None:
 
     if torch.cuda.is_initialized():  # a forked child could not use CUDA: serve no cell
         raise SystemExit("the preload server initialised CUDA; cells run as subprocesses")
+    gc.freeze()
 
 
 @contextlib.contextmanager
@@ -92,6 +99,7 @@ def run_forked_cell(module: str, argv: list[str], log: str, env: dict[str, str])
     global _forked
     _forked = True
     os.setsid()  # first: the orchestrator kills the cell's group, as for a subprocess
+    gc.enable()  # off in the server while it preloaded (warm)
     _redirect_output(log)
     os.environ.clear()
     os.environ.update(env)  # the orchestrator's, now: not the server's of the start

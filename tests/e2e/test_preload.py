@@ -26,7 +26,7 @@ from bench.record import RunDir, Status
 pytestmark = pytest.mark.slow
 
 PROBE = '''
-import json, multiprocessing, os, sys
+import gc, json, multiprocessing, os, sys
 import torch
 from bench.execute import preload
 from mnist_core import data
@@ -44,6 +44,8 @@ json.dump({
     "mnist_splits": sorted(train for _, train in data.PRELOADED),
     "cuda_initialized": torch.cuda._initialized, "cuda_bad_fork": torch.cuda._is_in_bad_fork(),
     "stdin": sys.stdin.read(),
+    # the collector is on again, and ignores what the server made (gc.freeze there)
+    "gc_enabled": gc.isenabled(), "frozen_by_the_server": gc.get_freeze_count() > 100_000,
 }, open(sys.argv[1], "w"))
 sys.exit(3)
 '''
@@ -78,6 +80,7 @@ def test_a_forked_child_is_like_a_new_interpreter_with_everything_loaded(
                             "mnist": True, "error": None},
         "mnist_splits": [False, True],
         "cuda_initialized": False, "cuda_bad_fork": False, "stdin": "",
+        "gc_enabled": True, "frozen_by_the_server": True,
     }
     assert log.read_text() == "to the log\n"
 
