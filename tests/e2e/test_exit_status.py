@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench.execute.faults import ENV_VAR
+from tests.e2e.conftest import FAILING_CELL
 
 pytestmark = pytest.mark.slow
 
@@ -59,14 +61,12 @@ def test_a_failed_cell_makes_the_run_exit_1(tmp_path: Path, bench_env: dict[str,
     assert "Traceback" in failed["reason"]
 
 
-def test_under_torchrun_rank_0s_verdict_is_the_launchs(tmp_path: Path,
-                                                        bench_env: dict[str, str]) -> None:
-    out = tmp_path / "out"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node=1"]
-    code, stdout, stderr = launch([*torchrun, *ARGS, "--out", str(out)], bench_env)
-    assert code == 1, stdout[-3000:] + stderr[-3000:]
-    assert f"{FAILING}  failed" in stdout
-    assert VERDICT in stderr
-    [run_dir] = out.iterdir()
-    assert (run_dir / "report.md").is_file()
+def test_under_torchrun_rank_0s_verdict_is_the_launchs(engine_walk: dict[str, Any]) -> None:
+    """The shared 2-rank torchrun walk (tests/e2e/conftest.py), one of whose cells fails
+    on rank 1: rank 0 judges, exits 1 (the fixture checks torchrun's exit status), and
+    says why after writing every record and the report."""
+    output, records = engine_walk["output"], engine_walk["records"]
+    assert f"{FAILING_CELL}  failed  rank 1 failed: RuntimeError: fault injected" in output
+    assert f"1 of {len(records)} cell run(s) did not finish: 1 failed" in output
+    assert sum(record["status"] == "skipped" for record in records) == 6  # no failures
+    assert (engine_walk["run_dir"] / "report.md").is_file()
