@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import pytest
 from bench.execute.faults import ENV_VAR
 from tests.e2e.launches import LAUNCH_TIMEOUT_S, TWO_NODE_ARGS, finish, free_port, launch_env, start
 
-REPO = Path(__file__).resolve().parents[2]
 WALK_STRATEGIES = ["ddp", "engine-ddp", "engine-fsdp", "engine-deepspeed_stage_1",
                    "engine-deepspeed_stage_2", "engine-deepspeed_stage_3"]
 FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-adam-fused"  # rank 1 raises at its start
@@ -77,21 +75,11 @@ def engine_walk(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     walk = tmp_path_factory.mktemp("walk")
     out, matrix = walk / "out", walk / "walk.toml"
     matrix.write_text(WALK_MATRIX)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT", ENV_VAR)}
-    env |= {"MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
-            ENV_VAR: f"{FAILING_CELL}@1=raise"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "bench.run", "--matrix", str(matrix),
-               "--wandb", "disabled", "--out", str(out)]
-    process = subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=WALK_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"the torchrun walk did not finish in {WALK_TIMEOUT_S} s:\n{output[-5000:]}")
+    process = start([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                     "--nproc_per_node=2", "-m", "bench.run", "--matrix", str(matrix),
+                     "--wandb", "disabled", "--out", str(out)],
+                    launch_env(data_dir) | {ENV_VAR: f"{FAILING_CELL}@1=raise"})
+    output = finish(process, WALK_TIMEOUT_S)
     # FAILING_CELL fails: rank 0 exits 1, and so does torchrun (after the whole walk).
     assert process.returncode == 1, output[-5000:]
     assert "cell run(s) did not finish: 1 failed" in output
