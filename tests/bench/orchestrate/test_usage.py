@@ -133,14 +133,22 @@ def test_the_estimate_uses_this_machines_earlier_records(tmp_path: Path) -> None
     history = History.load(tmp_path / "results")
 
     known = estimate(make_plan("x", Matrix((cell,), 2), BOX, "disabled"), history)
-    # start-up: imports (START_S, 15 s) + wall_s 10 less 3.5 s of training; 35 steps of 0.1 s
-    assert known.seconds == pytest.approx(2 * (15 + 6.5 + 35 * 0.1))
+    # start-up: a fork (START_S, 1 s) + wall_s 10 less 3.5 s of training; 35 steps of 0.1 s
+    assert known.seconds == pytest.approx(2 * (1 + 6.5 + 35 * 0.1))
     assert "from this machine's earlier records of these cells" in known.text()
 
     guessed = estimate(make_plan("x", Matrix((cell, other), 1), BOX, "disabled"), history)
     assert (guessed.cells_from_records, guessed.cells) == (1, 2)  # the other host's is not used
     assert "1 of 2 cells from this machine's earlier records" in guessed.text()
     assert guessed.text().startswith("estimated time: ~")
+
+    # A record with a ledger: its wall, from asking for the process to reading the
+    # record, less the training, is the start-up (no START_S on top).
+    ledgered = fake_record(cell, socket.gethostname(), wall_s=10.0) | {"ledger": {"wall_s": 14.0}}
+    (run_dir / "records.jsonl").write_text(json.dumps(ledgered) + "\n")
+    history = History.load(tmp_path / "results")
+    known = estimate(make_plan("x", Matrix((cell,), 1), BOX, "disabled"), history)
+    assert known.seconds == pytest.approx(14 - 3.5 + 35 * 0.1)
 
 
 def test_every_runnable_preset_gets_a_finite_estimate() -> None:
