@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     cell = Cell.from_dict(json.loads(args.cell))
     # A cell's other ranks start now: forked with everything loaded, or new interpreters
     # that import torch and Lightning while this rank does.
-    started = start_other_ranks(cell, lambda: main(argv), forked=forked_from_preload()) \
-        if needs_own_ranks(cell) else []
+    run_rank = (lambda: main(argv)) if forked_from_preload() else None
+    started = start_other_ranks(cell, run_rank) if needs_own_ranks(cell) else []
     from bench.execute.lifecycle import ExecuteOptions, current_rank, execute
 
     asked = ledger.asked_at(dict(os.environ))

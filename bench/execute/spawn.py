@@ -58,12 +58,12 @@ def needs_own_ranks(cell: Cell) -> bool:
     return cell.world_size > 1 and not launched
 
 
-def start_other_ranks(cell: Cell, run_rank: Callable[[], int] | None = None,
-                      forked: bool = False) -> list[RankProcess]:
+def start_other_ranks(cell: Cell, run_rank: Callable[[], int] | None = None
+                      ) -> list[RankProcess]:
     """On rank 0 (once per process): start ranks 1..N-1 of ``cell`` and a thread that
-    stops this process when one of them fails. ``forked``: make them forks of this
-    process, each of which calls ``run_rank()`` and exits with its status; else new
-    interpreters on this process's command line. Returns the started ranks; on the
+    stops this process when one of them fails. With ``run_rank``, they are forks of
+    this process, each of which calls ``run_rank()`` and exits with its status; without,
+    new interpreters on this process's command line. Returns the started ranks; on the
     other ranks, nothing."""
     if _started or RANK_VAR in os.environ:
         return list(_started)
@@ -71,8 +71,7 @@ def start_other_ranks(cell: Cell, run_rank: Callable[[], int] | None = None,
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
                       **_rank_environment(0, world))
     for rank in range(1, world):
-        if forked:
-            assert run_rank is not None, "a forked rank needs the function it runs"
+        if run_rank is not None:
             _started.append(_fork_rank(rank, world, run_rank))
         else:
             _started.append(_start_rank(rank, world))
