@@ -35,9 +35,10 @@ PHASES = ("data", "forward", "backward", "optimizer", "rest")
 # through them: from the moment the orchestrator asks for its process to the moment it
 # has read its record. The parts add up to the cell's wall (cell_wall_s).
 LEDGER_PARTS = {
-    "start": "Python's start-up: the orchestrator asks for the process -> bench.cell's "
-             "first line",
-    "imports": "bench.cell's imports: torch, Lightning, the harness",
+    "start": "the orchestrator asks for the process -> bench.cell's first line: a fork "
+             "of the preload server (the run's first cell waits for its preload), or "
+             "Python's start-up",
+    "imports": "bench.cell's imports: torch, Lightning, the harness (none in a fork)",
     "setup": "imports done -> the first warm-up step: settings, seed, model, data, the "
              "Trainer and its process group, the calibrated peaks",
     "warmup": "the warm-up steps (the step clock's)",
