@@ -281,8 +281,9 @@ def run_tests(scratch: Path, tests: list[str], env: dict[str, str]) -> tuple[int
     """(pytest's exit status, its output's tail, seconds)."""
     start = time.perf_counter()
     try:
+        # -n 0: a mutation's few tests, in one process (no workers to start)
         done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow",
-                               "-p", "no:cacheprovider", *tests], cwd=scratch, env=env,
+                               "-n", "0", "-p", "no:cacheprovider", *tests], cwd=scratch, env=env,
                               capture_output=True, text=True, timeout=PYTEST_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return -1, f"timed out after {PYTEST_TIMEOUT_S} s", time.perf_counter() - start

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST files and a skip for CUDA-only tests."""
+"""Shared fixtures: the real MNIST files and a skip for CUDA-only tests; how the two
+xdist workers share the suite (tests/scheduling.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests import scheduling
 from tests.e2e.launches import launch_env
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -26,6 +28,8 @@ def data_dir() -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    scheduling.check_units(items)
+    scheduling.heavy_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -34,6 +38,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist") != "loadscope":
+        return None  # another --dist asked for on the command line: xdist's own
+    return scheduling.make_scheduler(config, log)
 
 
 @pytest.fixture

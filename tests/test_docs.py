@@ -153,8 +153,10 @@ def test_every_flag_given_to_a_script_exists_in_it(page: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
-# Other tools' options the pages name: pytest-benchmark's, torchrun's and sbatch's.
-OTHER_TOOLS_FLAGS = {"--benchmark-enable", "--benchmark-autosave", "--benchmark-compare",
+# Other tools' options the pages name: pytest's, pytest-benchmark's and pytest-xdist's,
+# torchrun's and sbatch's.
+OTHER_TOOLS_FLAGS = {"--pdb", "--benchmark-enable", "--benchmark-autosave",
+                     "--benchmark-compare", "--dist",
                      "--standalone", "--nproc_per_node", "--nnodes", "--node_rank",
                      "--master_addr", "--master_port", "--nodes", "--ntasks-per-node",
                      "--gpus-per-node", "--cpus-per-task", "--requeue", "--open-mode",
