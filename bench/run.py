@@ -184,7 +184,8 @@ def snapshot_now(run_dir: RunDir, dest: Path) -> None:
     refresh(run_dir, dest)
 
 
-def early_preload_server(args: argparse.Namespace, listing: bool) -> PreloadServer | None:
+def early_preload_server(args: argparse.Namespace, listing: bool,
+                         wandb_mode: str) -> PreloadServer | None:
     """The run's preload server, started first thing, so that its imports (7 s of a core)
     overlap the orchestrator's own (torch, to see the GPUs) and the planning. None when
     no cell will be forked: a listing, a dry run, --no-preload, or a launch (torchrun,
@@ -192,7 +193,7 @@ def early_preload_server(args: argparse.Namespace, listing: bool) -> PreloadServ
     if listing or args.dry_run or not args.preload or \
             any(name in os.environ for name in ("WORLD_SIZE", "SLURM_NTASKS")):
         return None
-    server = PreloadServer(args.data_dir)
+    server = PreloadServer(args.data_dir, wandb=wandb_mode != "disabled")
     server.start()
     return server
 
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         check_options(args)
         if not listing and args.matrix is None and args.resume is None:
             raise ValueError(NO_MATRIX)
-        server = early_preload_server(args, listing)
         wandb_mode = resolve_mode(args.wandb)
+        server = early_preload_server(args, listing, wandb_mode)
         machine = planning_machine(args)
         if listing:
             return list_presets(args, machine)

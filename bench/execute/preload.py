@@ -30,6 +30,8 @@ from collections.abc import Iterator
 
 # The server's data directory: --data-dir as given to bench.run ("" for none).
 DATA_VAR = "MNIST_BENCH_PRELOAD_DATA"
+# "0" when the run's cells log nothing to wandb: the server leaves it unimported.
+WANDB_VAR = "MNIST_BENCH_PRELOAD_WANDB"
 LIBRARIES = ("torch", "torchvision", "lightning", "lightning.pytorch.loggers", "torchmetrics")
 OPTIONAL = ("wandb",)
 CELL_MODULES = ("bench.execute.lifecycle", "bench.execute.backends.lightning",
@@ -46,7 +48,7 @@ def forked_from_preload() -> bool:
     return _forked
 
 
-def warm(data_dir: str | None) -> None:
+def warm(data_dir: str | None, wandb: bool = True) -> None:
     """Import everything a cell imports and read MNIST once, in the server. A failure
     is remembered and printed, never raised: a cell then imports and reads itself."""
     # Python's advice for a process that forks without exec: no collection while the
@@ -60,7 +62,7 @@ def warm(data_dir: str | None) -> None:
             for name in LIBRARIES + CELL_MODULES:
                 importlib.import_module(name)
                 loaded["modules"].append(name)  # type: ignore[union-attr]
-            for name in OPTIONAL:
+            for name in OPTIONAL if wandb else ():
                 with contextlib.suppress(ImportError):
                     importlib.import_module(name)
                     loaded["modules"].append(name)  # type: ignore[union-attr]
@@ -139,4 +141,4 @@ def _look_like_a_main_process() -> None:
 
 
 if DATA_VAR in os.environ:  # imported by the server as its preload: warm it
-    warm(os.environ[DATA_VAR] or None)
+    warm(os.environ[DATA_VAR] or None, os.environ.get(WANDB_VAR) != "0")

@@ -25,7 +25,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from bench.execute.preload import DATA_VAR, run_forked_cell, temporary_environment
+from bench.execute.preload import DATA_VAR, WANDB_VAR, run_forked_cell, temporary_environment
 from bench.matrix import Cell
 
 PRELOAD_MODULES = ["bench.execute.preload"]
@@ -66,10 +66,12 @@ class PreloadUnavailable(RuntimeError):
 
 class PreloadServer:
     """One forkserver per run, preloaded for ``data_dir`` (--data-dir; None: the
-    environment's). Started on first use; ``close()`` ends it."""
+    environment's), and wandb unless the run logs nothing to it (``wandb`` False).
+    Started on first use; ``close()`` ends it."""
 
-    def __init__(self, data_dir: str | None) -> None:
+    def __init__(self, data_dir: str | None, wandb: bool = True) -> None:
         self.data_dir = data_dir
+        self.wandb = wandb
         self.context = multiprocessing.get_context("forkserver")
         self.started = False
         self.broken: str | None = None  # why the server forks no more cells
@@ -85,7 +87,8 @@ class PreloadServer:
         # cannot import without a word). The orchestrator's own environment is kept.
         here = str(Path(__file__).resolve().parents[2])
         path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-        with temporary_environment({DATA_VAR: self.data_dir or "", "PYTHONPATH": path}):
+        with temporary_environment({DATA_VAR: self.data_dir or "", "PYTHONPATH": path,
+                                    WANDB_VAR: "1" if self.wandb else "0"}):
             multiprocessing.forkserver.ensure_running()
         self.started = True
 

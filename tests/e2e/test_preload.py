@@ -40,7 +40,7 @@ json.dump({
     "start_method": multiprocessing.get_start_method(),
     "parent": multiprocessing.parent_process(),
     "process_name": multiprocessing.current_process().name,
-    "imported_before": preload.loaded,
+    "imported_before": preload.loaded, "wandb_imported": "wandb" in sys.modules,
     "mnist_splits": sorted(train for _, train in data.PRELOADED),
     "cuda_initialized": torch.cuda._initialized, "cuda_bad_fork": torch.cuda._is_in_bad_fork(),
     "stdin": sys.stdin.read(),
@@ -53,7 +53,7 @@ sys.exit(3)
 
 @pytest.fixture(scope="module")
 def server(data_dir: Path) -> Iterator[PreloadServer]:
-    preload = PreloadServer(str(data_dir))
+    preload = PreloadServer(str(data_dir), wandb=False)  # as for a run with --wandb disabled
     yield preload
     preload.close()
 
@@ -76,8 +76,9 @@ def test_a_forked_child_is_like_a_new_interpreter_with_everything_loaded(
                                         "lightning.pytorch.loggers", "torchmetrics",
                                         "bench.execute.lifecycle",
                                         "bench.execute.backends.lightning",
-                                        "bench.execute.backends.raw", "mnist_core.data", "wandb"],
+                                        "bench.execute.backends.raw", "mnist_core.data"],
                             "mnist": True, "error": None},
+        "wandb_imported": False,
         "mnist_splits": [False, True],
         "cuda_initialized": False, "cuda_bad_fork": False, "stdin": "",
         "gc_enabled": True, "frozen_by_the_server": True,
