@@ -42,7 +42,7 @@ from bench.record import read_records
 from strategies.registry import Machine
 
 START_S = 1.0  # a fork of the preload server (which imports torch and Lightning once)
-CELL_OVERHEAD_S = 4.0  # model, data, peak calibration, the 960-image validation, exit
+CELL_OVERHEAD_S = 4.0  # model, data, peak calibration, the 480-image validation, exit
 EXTRA_RANKS_S = 3.0  # the other ranks (forks of rank 0), the process group
 COMPILE_S = 60.0
 DEEPSPEED_S = 20.0
