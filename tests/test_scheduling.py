@@ -23,3 +23,10 @@ def test_any_other_test_runs_with_its_module() -> None:
 def test_every_heavy_unit_is_a_unit() -> None:
     assert set(UNIT_MEMBERS) <= set(HEAVY_FIRST)
     assert all(unit in UNIT_MEMBERS or unit.endswith(".py") for unit in HEAVY_FIRST)
+
+
+def test_timing_tests_are_one_unit_handed_out_last() -> None:
+    name = "tests/bench/execute/test_time_breakdown.py::test_a_slowed_loader_is_the_data_wait[raw]"
+    assert unit_of(name) == "alone"
+    assert unit_of("tests/bench/execute/test_time_breakdown.py::test_other") == (
+        "tests/bench/execute/test_time_breakdown.py")

@@ -21,6 +21,7 @@ STEPS = 10
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["single", "raw"])
+@pytest.mark.alone  # timings: no other test beside it (tests/scheduling.py)
 def test_a_slowed_loader_is_the_data_wait(execute_cell: Any, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch,
                                           strategy: str) -> None:

@@ -53,6 +53,7 @@ class Sleeps(L.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # timings: no other test beside it (tests/scheduling.py)
 def test_lightning_run_excludes_slow_first_step_and_validation(data_dir: Path,
                                                                tmp_path: Path) -> None:
     slow, val_sleep, batch, steps = 1.0, 1.5, 8, 4  # each over 10x a step of 8 images
@@ -130,6 +131,7 @@ def timed_fit(data_dir: Path, root: Path, measured: bool, steps: int, warmup: in
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("BENCH_HARNESS_COST"),
                     reason="a timing, not a check: set BENCH_HARNESS_COST=1 to run it")
+@pytest.mark.alone  # timings: no other test beside it (tests/scheduling.py)
 def test_harness_cost(data_dir: Path, tmp_path: Path) -> None:
     steps = int(os.environ.get("BENCH_HARNESS_STEPS", "60"))
     repeats = int(os.environ.get("BENCH_HARNESS_REPEATS", "3"))

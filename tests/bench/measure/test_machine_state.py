@@ -77,6 +77,7 @@ def other_process() -> Iterator[subprocess.Popen]:
         process.wait()
 
 
+@pytest.mark.alone  # timings: no other test beside it (tests/scheduling.py)
 def test_another_process_spinning_is_named_and_flags_the_interval_busy(
         other_process: subprocess.Popen) -> None:
     before = Snapshot.take(CPU)
