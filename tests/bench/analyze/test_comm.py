@@ -17,7 +17,7 @@ from bench.analyze.ddp_check import ddp_check, ddp_check_display
 from bench.analyze.load import load_records
 from bench.matrix import Cell
 from bench.measure.derive import derive_metrics
-from bench.record import Raw, Record, Status
+from bench.record import RankRaw, Raw, Record, Status
 from tests.bench.analyze.test_compare import CPU_PRINT
 
 GRADS = 157_629_512  # the model's fp32 gradients, bytes
@@ -41,10 +41,16 @@ def comm_record(devices: int, rows: list[dict[str, Any]], repeat: int = 0) -> di
 
 
 def ddp_record(strategy: str, backward_ms: float, buckets: list[int]) -> dict[str, Any]:
+    """Two ranks whose median backward is ``backward_ms`` on rank 1 and 10 ms less on
+    rank 0, with one step of each stalled for seconds."""
     cell = Cell(strategy=strategy, devices=2)
     record = Record.new(cell, 0, "r", Status.OK, ENV)
-    record.metrics = {"samples_per_s": 100.0, "step_backward_ms": backward_ms}
-    record.effective = {"world_size": 2, "param_dtype": "float32", "ddp_bucket_bytes": buckets}
+    ranks = [RankRaw(rank, [9.0] * 3, [0.0] * 3, 192, 27.0, phase_s={
+        "backward": [(backward_ms - 10 * (1 - rank)) / 1000] * 2 + [8.0]}) for rank in (0, 1)]
+    record.raw = Raw(ranks=ranks)
+    record.metrics = {"samples_per_s": 100.0, "step_backward_ms": 3000.0}
+    record.effective = {"world_size": 2, "param_dtype": "float32", "ddp_bucket_bytes": buckets,
+                        "ddp_timer_comm_ms": 1.5 * backward_ms}
     record.wall_s = 1.0
     return record.to_dict()
 
@@ -95,6 +101,7 @@ def test_ddp_communication_in_training_is_set_against_the_comm_cell(tmp_path: Pa
     one = check.loc["cpu-2x-engine-ddp_one_bucket-32-true-bs64-tensor"]
     assert (one["training_comm_ms"], one["no_sync_backward_ms"]) == (150.0, 250.0)
     assert one["comm_cell_ms"] == pytest.approx(150.0) and one["ratio"] == pytest.approx(1.0)
+    assert one["ddp_timer_ms"] == 600.0  # DDP's own timer, as its record has it
     default = check.loc["cpu-2x-engine-ddp-32-true-bs64-tensor"]
     assert default["training_comm_ms"] == 40.0
     assert default["comm_cell_ms"] == pytest.approx(20.0)
