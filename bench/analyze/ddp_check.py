@@ -81,7 +81,8 @@ def ddp_check(records: pd.DataFrame) -> pd.DataFrame:
         first = cell.iloc[0]
         twin = ok[(ok["strategy"] == NO_SYNC)
                   & (ok[same].astype(str) == first[same].astype(str)).all(axis=1)]
-        dtype = first.get("effective_param_dtype") or "float32"
+        dtype = first.get("effective_param_dtype")
+        dtype = dtype if isinstance(dtype, str) else "float32"  # the gradients' dtype
         comm_ids = ok[(ok["mode"] == "comm") & (ok["accelerator"] == first["accelerator"])
                       & (ok["devices"] == first["devices"])
                       & (ok["num_nodes"] == first["num_nodes"])]["cell_id"]
@@ -95,7 +96,8 @@ def ddp_check(records: pd.DataFrame) -> pd.DataFrame:
                      "buckets": [int(b) for b in buckets], "backward_ms": backward,
                      "no_sync_backward_ms": free, "training_comm_ms": backward - free,
                      "comm_cell_ms": predicted,
-                     "ddp_timer_ms": first.get("effective_ddp_timer_comm_ms"),
+                     "ddp_timer_ms": pd.to_numeric(cell.get("effective_ddp_timer_comm_ms"),
+                                                   errors="coerce").median(),
                      "ratio": (backward - free) / predicted if predicted > 0 else np.nan})
     return pd.DataFrame(rows)
 

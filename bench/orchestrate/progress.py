@@ -29,8 +29,8 @@ def progress_line(index: int, plan: RunPlan, record: Record) -> str:
         if record.metrics.get("samples_per_s") is not None:
             line += f"  {record.metrics['samples_per_s']:.0f} samples/s"
         if record.metrics.get("allreduce_ms") is not None:  # a comm cell: the grads' all_reduce
-            line += (f"  all_reduce {record.metrics['allreduce_ms']:.0f} ms, busbw "
-                     f"{record.metrics['allreduce_busbw_gbps']:.2f} GB/s")
+            line += (f"  all_reduce {record.metrics['allreduce_ms']:.3g} ms, busbw "
+                     f"{record.metrics['allreduce_busbw_gbps']:.3g} GB/s")
         if record.metrics.get("val_acc") is not None:
             line += f"  val_acc {record.metrics['val_acc']:.4f}"
         line += f"  {record.wall_s or 0:.0f} s"
