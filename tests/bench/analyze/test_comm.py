@@ -143,3 +143,12 @@ def test_a_slower_network_is_a_regression_at_every_world_size(
     assert "cpu-2x-ddp-32-true-comm: slower -20.0%" in capsys.readouterr().err
     assert compare.main([str(a), str(comm_run(tmp_path / "same", 1.0)),
                          "--fail-on-regression"]) == 0
+
+
+def test_the_results_table_shows_a_comm_cells_busbw_and_no_throughput(tmp_path: Path) -> None:
+    from bench.analyze.summary import summarize
+    from bench.analyze.tables import main_table
+
+    table = main_table(summarize(load_records(comm_run(tmp_path / "a", 1.0))))
+    row = table.set_index("cell").loc["cpu-2x-ddp-32-true-comm"]
+    assert (row["n"], row["samples/s"], row["busbw GB/s"]) == ("3", "-", "0.79")
