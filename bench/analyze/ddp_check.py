@@ -2,14 +2,17 @@
 the same bytes: the check that a comm cell measures what training pays.
 
 In training: an ``engine-ddp`` cell's backward phase (``backward_ms``) less that of
-its ``no_sync()`` twin (``engine-ddp_no_sync``: the same cell, threads per rank included, with no
-gradient communication). From the comm cell of the same accelerator, ranks and nodes:
-the sum, over the buckets DDP logged for that cell (its reducer's bucket sizes after
-the first step's rebuild), of the median all_reduce time at each bucket's bytes,
-interpolated on log-log between the sizes timed (clamped at the smallest and largest).
-``engine-ddp_one_bucket`` puts every gradient in one bucket, all-reduced once backward
-is done: no overlap, so the two should agree; the default buckets overlap backward,
-and the difference shows what the overlap hid (or what contention added)."""
+its ``no_sync()`` twin (``engine-ddp_no_sync``: the same cell, threads per rank
+included, with no gradient communication). From the comm cell of the same
+accelerator, ranks and nodes: the sum, over the buckets DDP made for that cell (its
+reducer's buckets after the first step's rebuild, ``effective.ddp_bucket_bytes``), of
+the median all_reduce time at each bucket's bytes, interpolated on log-log between
+the sizes timed (clamped at the smallest and largest). ``engine-ddp_one_bucket`` puts
+every gradient in one bucket, all-reduced once backward is done: no overlap, so the
+two should agree; the default buckets overlap backward, and the difference shows what
+the overlap hid (or what contention added). The two sides are different cells, run
+minutes apart: on a machine whose load changes meanwhile they drift apart with it
+(docs/communication.md)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ CHECKED = {"engine-ddp": "DDP's buckets, reduced during backward",
 DDP_CHECK_LEGEND = (
     "in training: the cell's backward ms per step less its no_sync() twin's (same cell, "
     "no communication): the slowest rank's median step, the median over repeats",
-    "comm cell: the all_reduce time of each bucket DDP made (its logged bucket sizes), "
+    "comm cell: the all_reduce time of each bucket DDP made (read from its reducer), "
     "summed; sizes between those timed are interpolated on log-log",
     "DDP's timer: the reducer's own avg_backward_comm_time (its buckets' reduction, from "
     "the first starting to the last done), averaged over the steps it samples (its first "
@@ -96,8 +99,9 @@ def ddp_check(records: pd.DataFrame) -> pd.DataFrame:
                      "buckets": [int(b) for b in buckets], "backward_ms": backward,
                      "no_sync_backward_ms": free, "training_comm_ms": backward - free,
                      "comm_cell_ms": predicted,
-                     "ddp_timer_ms": pd.to_numeric(cell.get("effective_ddp_timer_comm_ms"),
-                                                   errors="coerce").median(),
+                     "ddp_timer_ms": pd.to_numeric(cell.get(  # records before it: NaN
+                         "effective_ddp_timer_comm_ms", pd.Series(dtype=float)),
+                         errors="coerce").median(),
                      "ratio": (backward - free) / predicted if predicted > 0 else np.nan})
     return pd.DataFrame(rows)
 

@@ -111,6 +111,18 @@ def test_ddp_communication_in_training_is_set_against_the_comm_cell(tmp_path: Pa
     assert shown["buckets"].tolist() == ["2: 9.54 MiB, 9.54 MiB", "1: 150 MiB"]
 
 
+def test_a_record_from_before_ddps_timer_shows_none(tmp_path: Path) -> None:
+    records = [ddp_record("engine-ddp_one_bucket", 400.0, [GRADS]),
+               ddp_record("engine-ddp_no_sync", 250.0, [GRADS])]
+    for record in records:
+        del record["effective"]["ddp_timer_comm_ms"]
+    run = write(tmp_path / "run", [
+        comm_record(2, [row("all_reduce", GRADS, [0.15], 2, "grads")]), *records])
+    check = ddp_check(load_records(run))
+    assert check["ratio"].tolist() == [pytest.approx(1.0)]
+    assert ddp_check_display(check)["DDP's timer ms"].tolist() == ["-"]
+
+
 def test_no_check_without_the_no_sync_twin(tmp_path: Path) -> None:
     run = write(tmp_path / "run", [
         comm_record(2, [row("all_reduce", GRADS, [0.15], 2, "grads")]),
