@@ -11,11 +11,18 @@ from typing import Any
 from mnist_core.choices import LOADERS, OPTIMIZER_IMPLS, OPTIMIZERS
 from strategies.registry import accelerator_name, precision_name, strategy_spec
 
-MODES = ("throughput", "accuracy")
+MODES = ("throughput", "accuracy", "comm")  # comm: collectives only (a communication cell)
 WARMUP_MODES = ("steady", "fixed")  # bench.measure.warmup
 WINDOW_MODES = ("time", "fixed")  # bench.measure.window
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+# The fields a comm cell reads; the others are set to their defaults (COMM_FIXED: its
+# own), whatever the matrix said.
+COMM_FIELDS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "mode",
+               "steps", "warmup_steps", "seed")
+COMM_FIXED = {"warmup": "fixed", "window": "fixed"}
 
 
 class MatrixError(ValueError):
@@ -52,18 +59,40 @@ class Cell:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = expected[str(f.type)]
-            if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
-                raise MatrixError(f"{f.name} must be {f.type}, got {value!r}")
+        self._check_types()
         try:
             object.__setattr__(self, "accelerator", accelerator_name(self.accelerator))
             strategy_spec(self.strategy)
             precision_name(self.precision)
         except ValueError as error:
             raise MatrixError(str(error)) from error
+        if self.mode == "comm":
+            self._as_comm_cell()
+        self._check_values()
+
+    def _check_types(self) -> None:
+        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = expected[str(f.type)]
+            if not isinstance(value, kind) or (isinstance(value, bool) and f.type != "bool"):
+                raise MatrixError(f"{f.name} must be {f.type}, got {value!r}")
+
+    def _as_comm_cell(self) -> None:
+        """A communication cell times collectives (bench.execute.backends.comm): its
+        strategy names the process group (ddp: gloo on CPU, NCCL on CUDA), its precision
+        the buffers' dtype, devices and num_nodes the world, steps and warmup_steps the
+        timed and warm-up iterations of each (op, size). Every other field means nothing
+        to it and is set to one value, so that no two comm cells differ, in equality or
+        id, by a batch size or a loader."""
+        if self.strategy != "ddp":
+            raise MatrixError(f"a comm cell times the ddp process group's collectives; "
+                              f"strategy must be ddp, got {self.strategy!r}")
+        for f in fields(self):
+            if f.name not in COMM_FIELDS:
+                object.__setattr__(self, f.name, COMM_FIXED.get(f.name, f.default))
+
+    def _check_values(self) -> None:
         for name, valid in (("loader", LOADERS), ("compile", COMPILE_MODES), ("mode", MODES),
                             ("warmup", WARMUP_MODES), ("window", WINDOW_MODES),
                             ("matmul_precision", MATMUL_PRECISIONS),
@@ -94,6 +123,8 @@ class Cell:
         parts = [self.accelerator, f"{self.devices}x"]
         if self.num_nodes > 1:
             parts.append(f"{self.num_nodes}n")
+        if self.mode == "comm":  # nothing else distinguishes a comm cell
+            return "-".join([*parts, self.strategy, self.precision, "comm"])
         parts += [self.strategy, self.precision, f"bs{self.batch_size}", self.loader]
         if self.compile != "none":
             parts.append(f"compile-{self.compile}")

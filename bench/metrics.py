@@ -75,6 +75,21 @@ FULL_VAL_IMAGES = 5000  # mnist_core.data.VAL_SIZE; bench.metrics does not impor
 # Metrics measured on the validation images: like with like only (same val_images).
 VALIDATION_METRICS = ("val_acc", "best_val_acc", "val_loss")
 
+# Communication cells (mode "comm", bench.execute.backends.comm): the collectives they
+# time, and nccl-tests' bus-bandwidth factor of each (doc/PERFORMANCE.md there): busbw =
+# algbw x the factor, the bytes each rank's link carries per byte of the op's size, so
+# that busbw is comparable across world sizes and ops. At one rank nothing is sent: 0.
+COMM_OPS = ("all_reduce", "all_gather", "reduce_scatter")
+
+
+def busbw_factor(op: str, world_size: int) -> float:
+    """nccl-tests' factor: all_reduce 2(n-1)/n; all_gather and reduce_scatter (n-1)/n."""
+    if op not in COMM_OPS:
+        raise ValueError(f"unknown collective {op!r}; valid: {', '.join(COMM_OPS)}")
+    n = world_size
+    return (2 if op == "all_reduce" else 1) * (n - 1) / n
+
+
 # In the order of the results table's columns.
 METRICS: tuple[Metric, ...] = (
     Metric(name="samples_per_s", unit="samples/s", label="samples/s", better="higher",
@@ -214,6 +229,18 @@ METRICS: tuple[Metric, ...] = (
            derivation="seconds torch.compile spent compiling after training first handed "
                       "over to validation: the validation graph (inference mode, its own "
                       "batch size) and any later recompile, the slowest rank's"),
+    Metric(name="allreduce_ms", unit="ms", better="lower",
+           derivation="comm cells: the median time of an all_reduce of the model's "
+                      "gradients (its parameters in the cell's dtype), each iteration the "
+                      "slowest rank's"),
+    Metric(name="allreduce_algbw_gbps", unit="GB/s", better="higher",
+           derivation="comm cells: the gradients' bytes / allreduce_ms (1e9 bytes per GB); "
+                      "the verdict's figure for a comm cell in bench.compare (busbw is 0 at "
+                      "one rank)"),
+    Metric(name="allreduce_busbw_gbps", unit="GB/s", label="busbw GB/s", better="higher",
+           compare=True,
+           derivation="comm cells: allreduce_algbw_gbps x 2(n-1)/n, nccl-tests' bus "
+                      "bandwidth, comparable across world sizes; 0 at one rank"),
     Metric(name="wall_s", unit="s", derivation="the cell's wall clock, set-up included"),
     Metric(name="cell_wall_s", unit="s", stored=False,
            derivation="the orchestrator's wall clock for the cell: from asking for its "
@@ -225,6 +252,15 @@ METRICS: tuple[Metric, ...] = (
     Metric(name="harness_efficiency", unit="fraction", display="pct", better="higher",
            stored=False, derivation="rank 0's measured window / cell_wall_s"),
 )
+# The figure bench.compare's verdict is on, by cell mode (higher is better): a training
+# cell's samples/s; a comm cell's all_reduce algbw (its busbw is 0 at one rank).
+VERDICT_METRICS = {"comm": "allreduce_algbw_gbps"}
+
+
+def verdict_metric(mode: str | None) -> str:
+    return VERDICT_METRICS.get(str(mode), "samples_per_s")
+
+
 BY_NAME = {metric.name: metric for metric in METRICS}
 STORED_NAMES = tuple(m.name for m in METRICS if m.stored)
 NUMERIC_NAMES = tuple(m.name for m in METRICS if m.numeric)

@@ -9,7 +9,8 @@ reader can always recompute. On disk a record is one JSON object:
      "repeat", "seed" (= cell.seed + repeat), "status", "reason",
      "effective": {what actually ran: precision, world_size, strategy class, ...},
      "raw": {"ranks": [RankRaw, ...], "flops_per_sample", "peak_source",
-             "window": {how many steps were measured, chosen how}, ...},
+             "window": {how many steps were measured, chosen how},
+             "comm": [{op, bytes, time_s, ...}] (comm cells), ...},
      "metrics": {bench.metrics.STORED_NAMES -> number | null},
      "env_key": {"hostname", "device", "hardware", "torch", "lightning"; under SLURM
                  "slurm": {"job_id", "node_list", "nodes", "restart_count"}},
@@ -111,6 +112,10 @@ class Raw:
     # Throughput cells: how the measured step count was chosen (bench.measure.window):
     # rule, min_steps, min_window_s, max_steps, steps, chosen_in_repeat, step_s_estimate.
     window: dict[str, Any] | None = None
+    # Comm cells (mode "comm"): one dict per timed (op, size): op, bytes (nccl-tests'
+    # size), label, dtype, time_s (the timed iterations, each the slowest rank's),
+    # world_size, nodes (bench.execute.backends.comm; docs/records.md).
+    comm: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; empty optional values are left out, as schema 1 wrote them."""

@@ -28,6 +28,11 @@ class StrategySpec:
     lightning: bool = True  # False: a hand-written loop (a control cell)
     engine: str | None = None  # the engine a hand-written loop drives: ddp, fsdp, deepspeed
     about: str = ""
+    # The DDP engine's gradient communication (bench.execute.backends.engines.DDP):
+    # "buckets" as torch sets them (25 MiB, overlapped with backward), "one-bucket"
+    # (every gradient in one bucket, all-reduced once backward is done: no overlap),
+    # "none" (every step under no_sync(): the same backward without communication).
+    ddp_comm: str = "buckets"
 
     @property
     def controls(self) -> str | None:
@@ -35,6 +40,8 @@ class StrategySpec:
         ``single`` without Lightning, ``engine-X`` is X's engine without Lightning."""
         if self.name == "raw":
             return "single"
+        if self.ddp_comm != "buckets":  # a variant of engine-ddp, not a Lightning strategy's
+            return None
         return self.name.removeprefix("engine-") if self.engine else None
 
 
@@ -57,6 +64,14 @@ STRATEGIES: dict[str, StrategySpec] = {
         # driven by a hand-written loop; they run on CPU ranks (gloo) and on CUDA.
         StrategySpec("engine-ddp", True, False, lightning=False, engine="ddp",
                      about="torch DistributedDataParallel, hand-written loop"),
+        # DDP's communication measured in training (docs/communication.md): engine-ddp's
+        # backward less this one's is what DDP's all-reduces cost it.
+        StrategySpec("engine-ddp_one_bucket", True, False, lightning=False, engine="ddp",
+                     ddp_comm="one-bucket",
+                     about="torch DDP, every gradient in one bucket: no overlap (control)"),
+        StrategySpec("engine-ddp_no_sync", True, False, lightning=False, engine="ddp",
+                     ddp_comm="none",
+                     about="torch DDP, every step under no_sync(): no communication (control)"),
         StrategySpec("engine-fsdp", True, False, lightning=False, engine="fsdp",
                      about="torch FSDP2 fully_shard, hand-written loop"),
         *(StrategySpec(f"engine-deepspeed_stage_{stage}{suffix}", True, False, True, stage,

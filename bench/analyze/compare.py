@@ -20,7 +20,7 @@ from bench.analyze.load import latest
 from bench.analyze.noise import INCONCLUSIVE, decide, repeats_needed
 from bench.analyze.summary import sort_key, stability
 from bench.analyze.tables import fmt
-from bench.metrics import COMPARED_METRICS, FULL_VAL_IMAGES, VALIDATION_METRICS
+from bench.metrics import COMPARED_METRICS, FULL_VAL_IMAGES, VALIDATION_METRICS, verdict_metric
 
 # Medians over ok repeats, compared as B / A; throughput (the first) also gets a verdict.
 METRICS = COMPARED_METRICS
@@ -28,9 +28,11 @@ VERDICT_FIELDS = ("verdict", "change_pct", "ci_low_pct", "ci_high_pct", "p_value
                   "detectable_pct", "repeats_needed", "basis")
 
 
-def throughput_verdict(a: Any, b: Any, threshold: float = 5.0) -> dict[str, Any]:
-    """The verdict on samples/s of B against A from their repeats' values: the
-    fields of VERDICT_FIELDS (percentages of A; NaN where they cannot be computed).
+def throughput_verdict(a: Any, b: Any, threshold: float = 5.0,
+                       figure: str = "samples_per_s") -> dict[str, Any]:
+    """The verdict on samples/s (or another ``figure``, higher is better, that the
+    basis then names) of B against A from their repeats' values: the fields of
+    VERDICT_FIELDS (percentages of A; NaN where they cannot be computed).
     ``threshold`` in percent."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     found = decide(np.log(a), np.log(b), threshold / 100)
@@ -44,6 +46,8 @@ def throughput_verdict(a: Any, b: Any, threshold: float = 5.0) -> dict[str, Any]
         basis = f"n={len(a)}/{len(b)}: one repeat has no spread to test against"
     else:
         basis = f"p={row['p_value']:.2g}"
+    if figure != "samples_per_s":
+        basis += f" on {figure}"
     if row["verdict"] == INCONCLUSIVE:
         basis += (f"; ~{needed} repeats a side would decide {threshold:g}%" if needed
                   else "; >= 3 repeats a side would size the noise")
@@ -160,9 +164,10 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 5.0,
             med_a, med_b = (ok[name][column].median() for name in ("a", "b"))
             row[f"{column}_a"], row[f"{column}_b"] = med_a, med_b
             row[f"{column}_ratio"] = med_b / med_a if med_a else math.nan
-        sps = {name: ok[name]["samples_per_s"].dropna() for name in ("a", "b")}
+        headline = verdict_metric(cell.get("mode"))  # samples/s; a comm cell's algbw
+        sps = {name: _column(ok[name], headline).dropna() for name in ("a", "b")}
         if present == "both" and len(sps["a"]) and len(sps["b"]):
-            row.update(throughput_verdict(sps["a"], sps["b"], threshold))
+            row.update(throughput_verdict(sps["a"], sps["b"], threshold, headline))
         else:
             statuses = {n: "/".join(side[n]["status"].unique()) for n in ("a", "b")}
             row.update(dict.fromkeys(VERDICT_FIELDS, math.nan),

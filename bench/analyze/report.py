@@ -15,6 +15,8 @@ import pandas as pd
 
 from bench.analyze.arithmetic import ARITHMETIC_LEGEND, arithmetic_table
 from bench.analyze.breakdown import BREAKDOWN_LEGEND, breakdown_table
+from bench.analyze.comm import COMM_LEGEND, comm_display, comm_table
+from bench.analyze.ddp_check import DDP_CHECK_LEGEND, ddp_check, ddp_check_display
 from bench.analyze.ledger import (
     LEDGER_LEGEND,
     MOST_OVERHEAD_LEGEND,
@@ -45,7 +47,8 @@ ENV_LINES = (("host", "hostname"), ("OS", "os"), ("CPU", "cpu_model"), ("GPUs", 
 
 
 # The report's sections that the terminal gets too (the rest are in the files).
-TERMINAL_SECTIONS = ("Fastest cells", "Where the time goes", "Lightning against its control")
+TERMINAL_SECTIONS = ("Fastest cells", "Where the time goes", "Lightning against its control",
+                     "Communication", "DDP communication: measured in training vs comm cell")
 
 
 def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
@@ -67,9 +70,20 @@ def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
         # Only in runs that have a Lightning cell beside its control (raw, engine-*).
         *([Section("Lightning against its control", overhead, "", list(OVERHEAD_LEGEND))]
           if len(overhead) else []),
+        *comm_sections(records if records is not None else pd.DataFrame()),
         *ledger_sections(records if records is not None else pd.DataFrame()),
         Section(f"Not run ({len(skipped)})", skipped_view, "Every cell ran."),
     ]
+
+
+def comm_sections(records: pd.DataFrame) -> list[Section]:
+    """The comm cells' collectives (bench.analyze.comm) and DDP's communication in
+    training beside them (bench.analyze.ddp_check), when the run has them."""
+    table, check = comm_display(comm_table(records)), ddp_check(records)
+    return [*([Section("Communication", table, "", list(COMM_LEGEND))] if len(table) else []),
+            *([Section("DDP communication: measured in training vs comm cell",
+                       ddp_check_display(check), "", list(DDP_CHECK_LEGEND))]
+              if len(check) else [])]
 
 
 def ledger_sections(records: pd.DataFrame) -> list[Section]:

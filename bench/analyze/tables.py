@@ -57,7 +57,7 @@ def main_table(summary: pd.DataFrame) -> pd.DataFrame:
                "n": str(r["n"]) if r["n"] == r["n_total"] else f"{r['n']}/{r['n_total']}"}
         for metric in TABLE_METRICS:
             row[metric.label or metric.name] = fmt(r.get(metric.name), metric.display)
-        if r["n"] > 1:  # throughput carries its spread over repeats
+        if r["n"] > 1 and row["samples/s"] != "-":  # throughput carries its spread
             row["samples/s"] += (f" [{fmt(r['samples_per_s_min'])}-"
                                  f"{fmt(r['samples_per_s_max'])}]")
         rows.append(row)

@@ -113,7 +113,11 @@ def _train_and_measure(workload: Workload, run_dir: RunDir, options: ExecuteOpti
     device = torch.device(cell.accelerator)
     before = Snapshot.take(device)
     logger = None
-    if strategy_spec(cell.strategy).lightning:
+    if cell.mode == "comm":  # collectives only: no training (bench.execute.backends.comm)
+        from bench.execute.backends import comm as comm_backend
+
+        result = comm_backend.run(workload)
+    elif strategy_spec(cell.strategy).lightning:
         from bench.execute.backends import lightning as backend
 
         logger = wandb_sink.cell_logger(cell, repeat, options.run_id, cell_dir,

@@ -134,8 +134,10 @@ class LoopResult:
 
 def build_raw(workload: Workload, result: LoopResult) -> Raw:
     cell = workload.cell
+    trains = cell.mode != "comm"  # a comm cell times collectives, no training step
     raw = Raw(ranks=result.ranks, peak_source=result.peak_source,
-              flops_per_sample=flops_per_training_sample(MnistNet), **result.outcome)
+              flops_per_sample=flops_per_training_sample(MnistNet) if trains else None,
+              **result.outcome)
     if result.window is not None:
         raw.window = result.window.to_record()
     if raw.val_acc is not None:  # what the datamodule validated on (bench.metrics val_images)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.metrics import PHASES
+from bench.metrics import PHASES, busbw_factor
 from bench.record import RankRaw, Raw
 
 
@@ -55,6 +55,20 @@ def energy_metrics(ranks: list[RankRaw], window_s: float, samples: int) -> dict[
     return {"energy_j": joules, "joules_per_sample": joules / samples if samples else None,
             "avg_watts": joules / window_s if window_s > 0 else None,
             "energy_source": "+".join(sorted({str(e["source"]) for e in counted}))}
+
+
+def comm_metrics(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """A comm cell's all_reduce of the model's gradients (label "grads"): its median
+    time, algbw and nccl-tests' busbw (bench.metrics)."""
+    grads = [r for r in rows if r["op"] == "all_reduce" and r["label"] == "grads"]
+    if not grads or not grads[0]["time_s"]:
+        return dict.fromkeys(("allreduce_ms", "allreduce_algbw_gbps", "allreduce_busbw_gbps"))
+    row = grads[0]
+    time_s = float(np.median(row["time_s"]))
+    algbw = row["bytes"] / time_s / 1e9 if time_s > 0 else None
+    return {"allreduce_ms": 1000 * time_s, "allreduce_algbw_gbps": algbw,
+            "allreduce_busbw_gbps": (algbw * busbw_factor("all_reduce", row["world_size"])
+                                     if algbw is not None else None)}
 
 
 def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> dict[str, Any]:
@@ -109,5 +123,6 @@ def derive_metrics(raw: Raw, world_size: int, wall_s: float | None = None) -> di
                 "time_to_target_s", "steps_to_target", "checkpoint_s", "compile_s",
                 "compile_val_s"):
         metrics[key] = getattr(raw, key)
+    metrics |= comm_metrics(raw.comm or [])  # None but in comm cells
     metrics["wall_s"] = wall_s
     return metrics

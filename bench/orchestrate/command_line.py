@@ -54,7 +54,7 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--matrix", nargs="?", const=LIST, default=None, metavar="NAME|FILE",
-                   help="preset (smoke, cpu, gpu, gpu-check, multi-gpu, speed, accuracy, "
+                   help="preset (smoke, cpu, gpu, gpu-check, multi-gpu, speed, accuracy, comm, "
                         "all-strategies, all) or a TOML file of axis lists; alone: list the "
                         "presets with their cell counts here and estimated times")
     axes = p.add_argument_group("axis overrides (comma-separated lists)")

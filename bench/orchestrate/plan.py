@@ -22,7 +22,7 @@ AXIS_FLAGS = {"accelerators": "accelerator", "devices": "devices", "strategies":
               "compile": "compile", "optimizer_impls": "optimizer_impl", "modes": "mode"}
 SETTING_FLAGS = ("steps", "warmup_steps", "warmup", "window", "min_window_s", "seed",
                  "target_acc", "max_epochs", "val_every_steps", "num_nodes")
-DEFAULT_TIMEOUT_S = {"throughput": 900.0, "accuracy": 3600.0}
+DEFAULT_TIMEOUT_S = {"throughput": 900.0, "accuracy": 3600.0, "comm": 900.0}
 
 
 class PlannedRun(NamedTuple):

@@ -85,6 +85,18 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "precision": ["bf16-mixed"], "batch_size": [64], "loader": ["tensor"],
                  "mode": ["accuracy"], "target_acc": 0.98, "max_epochs": 3,
                  "val_every_steps": 200, "repeats": 3},
+    # Collectives at this model's sizes on 1 and N ranks (docs/communication.md), and the
+    # DDP cells whose backward phases say what DDP's communication costs in training.
+    # Few iterations: on 2 CPU cores gloo takes about 0.3 s per 150 MB all_reduce and a
+    # DDP step 3 s; a fixed warm-up, as a steady one rarely comes on a shared CPU.
+    "comm": {"accelerator": "auto", "blocks": [
+        {"mode": ["comm"], "strategy": ["ddp"], "devices": [1, "auto"],
+         "precision": ["32-true", "bf16-true"], "steps": 5, "warmup_steps": 1},
+        {"strategy": ["engine-ddp", "engine-ddp_one_bucket", "engine-ddp_no_sync"],
+         "devices": "auto", "precision": ["32-true"], "batch_size": [64],
+         "loader": ["tensor"], "steps": 12, "warmup_steps": 3, "warmup": "fixed",
+         "window": "fixed"},
+    ]},
     # `--matrix` with no name: everything this machine can run, modest steps.
     "all": {"accelerator": ["cpu", "cuda"], "devices": "auto",
             "strategy": ["raw", "single", "ddp", "fsdp", "deepspeed_stage_1",

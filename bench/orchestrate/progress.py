@@ -26,7 +26,11 @@ def progress_line(index: int, plan: RunPlan, record: Record) -> str:
     line = (f"[{index}/{len(plan.pending)}] {record.cell_id}{repeat_text(plan, record.repeat)}"
             f"  {record.status.value}")
     if record.status is Status.OK:
-        line += f"  {record.metrics['samples_per_s']:.0f} samples/s"
+        if record.metrics.get("samples_per_s") is not None:
+            line += f"  {record.metrics['samples_per_s']:.0f} samples/s"
+        if record.metrics.get("allreduce_ms") is not None:  # a comm cell: the grads' all_reduce
+            line += (f"  all_reduce {record.metrics['allreduce_ms']:.3g} ms, busbw "
+                     f"{record.metrics['allreduce_busbw_gbps']:.3g} GB/s")
         if record.metrics.get("val_acc") is not None:
             line += f"  val_acc {record.metrics['val_acc']:.4f}"
         line += f"  {record.wall_s or 0:.0f} s"

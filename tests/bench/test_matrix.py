@@ -45,3 +45,27 @@ def test_bad_cells_are_refused(kwargs: dict, message: str) -> None:
 def test_a_fixed_window_or_an_accuracy_cell_needs_no_warm_up() -> None:
     assert Cell(warmup_steps=0, window="fixed").warmup_steps == 0
     assert Cell(warmup_steps=0, mode="accuracy").window == "time"  # trains to its target
+
+
+def test_a_comm_cell_is_its_world_dtype_and_iterations_alone() -> None:
+    """A comm cell reads only its accelerator, world, strategy, precision and
+    iterations: a batch size or loader in the matrix makes neither another cell nor
+    another id, and it survives the record's round trip."""
+    plain = Cell(mode="comm", strategy="ddp", devices=2, steps=3, warmup_steps=1)
+    other = Cell(mode="comm", strategy="ddp", devices=2, steps=3, warmup_steps=1,
+                 batch_size=16, loader="device", compile="default", optimizer_impl="fused",
+                 min_window_s=9.0, window="time", warmup="steady")
+    assert plain == other and hash(plain) == hash(other)
+    assert plain.id == "cpu-2x-ddp-32-true-comm"
+    assert Cell(mode="comm", strategy="ddp", num_nodes=2, precision="bf16-true").id == \
+        "cpu-1x-2n-ddp-bf16-true-comm"
+    assert (plain.batch_size, plain.loader, plain.window, plain.warmup) == \
+        (64, "tensor", "fixed", "fixed")
+    assert (plain.steps, plain.warmup_steps) == (3, 1)  # timed and warm-up iterations
+    assert Cell.from_dict(plain.to_dict()) == plain
+    assert Cell(mode="comm", strategy="ddp", steps=3, warmup_steps=1) != plain  # 1 rank
+
+
+def test_a_comm_cell_measures_the_ddp_process_group_only() -> None:
+    with pytest.raises(MatrixError, match="strategy must be ddp, got 'fsdp'"):
+        Cell(mode="comm", strategy="fsdp", accelerator="cuda")

@@ -179,5 +179,5 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         world_size=ranks.world_size, strategy=engine.name,
         # DeepSpeed's ZeRO optimizer wraps the torch one as .optimizer; report that one.
         optimizer=getattr(engine.optimizer, "optimizer", engine.optimizer),
-        grad_scaler=engine.grad_scaler, outcome=outcome,
+        grad_scaler=engine.grad_scaler, outcome=outcome, extra_effective=engine.effective(),
         arithmetic=probe.result(workload.model.net) if probe else {}, window=workload.window)
