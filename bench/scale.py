@@ -173,11 +173,11 @@ def load(runs: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def assumptions(inputs: Inputs, links: Links, overlap: float, accelerator: str) -> list[str]:
+def assumptions(inputs: Inputs, links: Links, overlap: float) -> list[str]:
     """What the projection assumes, in words: the inputs, the links and their sources,
     the overlap, what each strategy sends."""
-    lines = [f"inputs: {inputs.cell_id} ({accelerator}, batch {inputs.batch_size} per device, "
-             f"{inputs.threads} thread(s) per rank): step "
+    lines = [f"inputs: {inputs.cell_id} ({inputs.accelerator}, batch {inputs.batch_size} per "
+             f"device, {inputs.threads} thread(s) per rank): step "
              f"{sum(inputs.phases_s.values()) * 1000:.1f} ms = "
              + " + ".join(f"{p} {s * 1000:.1f}" for p, s in inputs.phases_s.items())
              + f"; gradients {inputs.gradient_bytes / 1e6:.1f} MB ({inputs.bytes_from})",
@@ -208,19 +208,20 @@ def main(argv: list[str] | None = None) -> int:
         records = load(args.runs)
         summary = summarize(records)
         links = choose_links(args, comm_frame(records, args.comm_csv))
-        accelerator = str(summary["accelerator"].dropna().iloc[0]) if len(summary) else "cpu"
-        overlap = overlap_for(args.overlap, accelerator)
+        overlap = {accelerator: overlap_for(args.overlap, accelerator)
+                   for accelerator in ("cpu", "cuda")}
         checks = check_cells(summary, records, links, overlap)
         inputs = projection_inputs(summary, records, args.single,
                                    [c.inputs for c in checks if c.predicted and c.inputs])
-        predictions = projection(inputs, devices, links, args.devices_per_node, overlap)
+        predictions = projection(inputs, devices, links, args.devices_per_node,
+                                 overlap[inputs.accelerator])
     except (ScaleError, LinkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sections = [
         Section("Scaling projection (a model, not a measurement)",
                 projection_table(predictions), "Nothing to project.",
-                assumptions(inputs, links, overlap, accelerator)),
+                assumptions(inputs, links, overlap[inputs.accelerator])),
         Section("Predicted against measured (out of sample)", checks_table(checks),
                 "The runs hold no multi-device cell of a modelled strategy.",
                 [error_note(checks_table(checks)),
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'- ' if args.markdown else ''}{note}")
     if args.out:  # the plot's lines run from one device through the checked cells' counts
         counts = {1, *devices, *(c.predicted.devices for c in checks if c.predicted)}
-        lines = projection(inputs, sorted(counts), links, args.devices_per_node, overlap)
+        lines = projection(inputs, sorted(counts), links, args.devices_per_node,
+                           overlap[inputs.accelerator])
         write_pages(Path(args.out), args, sections, lines, checks)
     return 0
 

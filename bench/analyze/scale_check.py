@@ -40,6 +40,7 @@ class Links:
 @dataclass(frozen=True)
 class Inputs:
     cell_id: str  # the one-device cell whose phases these are
+    accelerator: str
     phases_s: dict[str, float]  # per step
     batch_size: int
     threads: int | None
@@ -105,7 +106,8 @@ def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[s
         phases = phases_s(row)
         grads = gradient_bytes(records, row["precision"], exclude)
         if phases and grads:
-            return Inputs(row["cell_id"], phases, int(row["batch_size"]), threads, *grads)
+            return Inputs(row["cell_id"], row["accelerator"], phases, int(row["batch_size"]),
+                          threads, *grads)
     return "the one-device cells lack step phases, or no record counted the model's bytes"
 
 
@@ -127,9 +129,10 @@ class Check:
 
 
 def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
-                overlap: float) -> list[Check]:
+                overlap: dict[str, float]) -> list[Check]:
     """Every measured multi-device cell with a modelled strategy, predicted from the
-    one-device cell paired with it, or why it cannot be checked."""
+    one-device cell paired with it, or why it cannot be checked. ``overlap`` is by
+    accelerator."""
     counts = threads_per_rank(records)
     checks = []
     measured = summary[(summary["total_devices"] > 1) & summary["samples_per_s"].notna()]
@@ -151,7 +154,7 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
             checks.append(replace(check, why_not=str(error)))
             continue
         predicted = predict(plans(inputs.gradient_bytes)[plan], inputs.phases_s,
-                            inputs.batch_size, devices, net, overlap)
+                            inputs.batch_size, devices, net, overlap[row["accelerator"]])
         checks.append(replace(check, inputs=inputs, predicted=predicted))
     return checks
 

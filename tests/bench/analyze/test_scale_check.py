@@ -141,3 +141,21 @@ def test_out_writes_the_page_and_the_plot(run: Path, tmp_path: Path,
     assert "## Predicted against measured (out of sample)" in page
     assert "![scaling-projection](./scaling-projection.png)" in page
     assert (tmp_path / "o" / "scaling-projection.png").stat().st_size > 10_000
+
+
+def test_auto_overlap_hides_collectives_on_cuda_and_not_on_cpu(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def on(accelerator: str, strategy: str, devices: int, sps: float) -> dict[str, Any]:
+        made = make_record(strategy, devices, sps=sps, accelerator=accelerator,
+                           **{f"step_{p}_ms": ms for p, ms in PHASES_MS.items()})
+        made["effective"]["num_threads"] = 1
+        made["raw"]["ranks"][0]["model_state_bytes"] = {"params": 2 * MIB_25}
+        return made
+
+    run = write_run(tmp_path / "run", [on(a, s, d, sps) for a in ("cpu", "cuda")
+                                       for s, d, sps in (("single", 1, 160.0), ("ddp", 2, 300.0))])
+    code, out, _ = scale(capsys, str(run), "--comm-csv", str(write_comm_csv(tmp_path / "c.csv")))
+    checks = rows_of(out, "Predicted against measured (out of sample)")
+    # CPU: both 1 ms buckets exposed (0.402 s); CUDA: all but the last hidden (0.401 s)
+    assert checks[DDP][3] == "318" and checks[DDP.replace("cpu", "cuda")][3] == "319"
+    assert code == 0
