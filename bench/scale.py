@@ -253,7 +253,9 @@ def write_pages(out: Path, args: argparse.Namespace, sections: list[Section],
     pngs = [png] if png else []
     env = [("runs", ", ".join(args.runs)), ("link", args.link),
            ("intra-node link", args.intra_link or args.link),
-           ("devices per node", str(args.devices_per_node)), ("formula", FORMULA)]
+           ("devices per node", str(args.devices_per_node))]
+    sections = [Section("The model (a model, not a measurement)", pd.DataFrame(),
+                        f"```\n{FORMULA}\n```"), *sections]
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.md").write_text(markdown_page(title, env, sections, pngs, plots_dir="."))
     (out / "scale.html").write_text(html_page(title, env, sections, pngs))
