@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cell, compare, history, report, run
+from bench import cell, compare, history, report, run, scale
 from bench.orchestrate.plan import requested_matrix
 from bench.orchestrate.presets import PRESETS
 from strategies.registry import Machine
@@ -27,7 +27,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "bench.run": run.build_parser, "bench.compare": compare.build_parser,
     "bench.history": history.build_parser, "bench.report": report.build_parser,
-    "bench.cell": cell.build_parser}
+    "bench.cell": cell.build_parser, "bench.scale": scale.build_parser}
 JOB_SCRIPT = "scripts/slurm/mnist-bench.sbatch"  # its arguments go to bench.run
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 # A path into the repository, as pages name them in inline code: `bench/metrics.py`,

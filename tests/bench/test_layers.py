@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("bench", "strategies", "mnist_core")
-ENTRY_POINTS = {"bench.run", "bench.cell", "bench.report", "bench.compare", "bench.history"}
+ENTRY_POINTS = {"bench.run", "bench.cell", "bench.report", "bench.compare", "bench.history",
+                "bench.scale"}
 BOTTOM = {"bench.record", "bench.metrics", "bench.matrix"}
 # What each layer may import from bench (other packages: strategies and mnist_core,
 # which never import bench, are open to the layers that train).

@@ -1,0 +1,158 @@
+"""The scaling projection: a model, not a measurement. One device's measured step
+phases, the model's gradient bytes, and an alpha-beta cost for every collective a
+strategy sends give the step time at N devices on M nodes (FORMULA).
+
+bench.analyze.links holds the links; bench.analyze.scale_check pairs the inputs with
+a run's cells and checks the model against the cells the run measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.analyze.links import Link, ring_factors
+
+FORMULA = """\
+ring(op, n, S, link) = steps x alpha + share x S / bandwidth   (alpha: latency per step)
+    all_reduce: steps 2(n-1), share 2(n-1)/n; all_gather, reduce_scatter: n-1, (n-1)/n
+across M nodes of G devices (one NIC of the inter-node link per device):
+    all_reduce(S) = reduce_scatter_G(S) + all_reduce_M(S/G) + all_gather_G(S)
+    all_gather(S) = all_gather_G(S) + all_gather_M(S/G)   (reduce_scatter alike)
+step(N) = data + forward + backward + rest + optimizer (/N where sharded) + exposed
+exposed = sum over phases of max(comm - overlap x phase, one call) (the last call
+    waits for the phase's end); comm with no phase to hide behind is all exposed
+samples/s = N x batch per device / step(N); efficiency = step(1) / step(N)"""
+
+# 99.8% of the model's parameters sit in two Linear layers of 19.7 M each
+# (strategies/fsdp.py). Each is over DDP's 25 MiB bucket, and DDP closes a bucket with a
+# tensor that fills it, so DDP reduces the gradients in two calls of half the bytes (and
+# a third, tiny one, left out); FSDP and ZeRO-3 gather and reduce them as two units.
+BIG_LAYERS = 2
+
+
+@dataclass(frozen=True)
+class Network:
+    intra: dict[str, Link]  # op -> the link between devices of one node
+    inter: dict[str, Link]  # op -> the link between nodes
+    devices_per_node: int
+
+
+@dataclass(frozen=True)
+class Collective:
+    op: str
+    nbytes: float  # one call's message (nccl-tests' size)
+    calls: int
+    hides_behind: str | None  # the step phase it may overlap with; None: always exposed
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one data-parallel strategy sends per step, and whether its optimizer step
+    works on a shard (1/N of the parameters) or on all of them."""
+
+    name: str
+    sends: tuple[Collective, ...]
+    sharded_optimizer: bool
+    about: str
+
+
+def ring_time_s(op: str, n: int, nbytes: float, link: Link) -> float:
+    steps, share = ring_factors(op, n)
+    return steps * link.latency_s + share * nbytes / (link.gbps * 1e9)
+
+
+def collective_time_s(op: str, nbytes: float, devices: int, net: Network) -> float:
+    """One call of ``op`` over ``devices``: a ring within a node, hierarchical across
+    nodes (each device's share of the inter-node step rides its own NIC)."""
+    per_node = min(devices, net.devices_per_node)
+    nodes = devices // per_node
+    if nodes == 1:
+        return ring_time_s(op, per_node, nbytes, net.intra[op])
+    across = ring_time_s(op, nodes, nbytes / per_node, net.inter[op])
+    if op == "all_reduce":
+        return (ring_time_s("reduce_scatter", per_node, nbytes, net.intra["reduce_scatter"])
+                + across
+                + ring_time_s("all_gather", per_node, nbytes, net.intra["all_gather"]))
+    return ring_time_s(op, per_node, nbytes, net.intra[op]) + across
+
+
+def plans(gradient_bytes: float) -> dict[str, Plan]:
+    """The collectives of each strategy for a model of ``gradient_bytes``."""
+    unit = gradient_bytes / BIG_LAYERS
+
+    def gathered(hide_forward: str | None, hide_backward: str | None) -> tuple[Collective, ...]:
+        return (Collective("all_gather", unit, BIG_LAYERS, hide_forward),
+                Collective("all_gather", unit, BIG_LAYERS, hide_backward),
+                Collective("reduce_scatter", unit, BIG_LAYERS, hide_backward))
+
+    zero_12 = (Collective("reduce_scatter", gradient_bytes, 1, None),
+               Collective("all_gather", gradient_bytes, 1, None))
+    return {
+        "ddp": Plan("ddp", (Collective("all_reduce", unit, BIG_LAYERS, "backward"),), False,
+                    f"all_reduce of the gradients in {BIG_LAYERS} buckets (one per big "
+                    "Linear layer, each over DDP's 25 MiB), overlapped with backward"),
+        "fsdp": Plan("fsdp", gathered("forward", "backward"), True,
+                     f"per unit ({BIG_LAYERS}, the big Linear layers): all_gather in forward "
+                     "and in backward, reduce_scatter in backward, prefetched (overlapped "
+                     "with the phase)"),
+        "zero-1": Plan("zero-1", zero_12, True, "reduce_scatter of the gradients after "
+                       "backward, all_gather of the updated parameters after the step; "
+                       "DeepSpeed's overlap_comm is off for stages 1-2: not overlapped"),
+        "zero-2": Plan("zero-2", zero_12, True, "as ZeRO-1 (gradients partitioned in "
+                       "backward; the same bytes on the wire)"),
+        "zero-3": Plan("zero-3", gathered("forward", "backward"), True,
+                       "as FSDP: per unit all_gather in forward and backward, reduce_scatter "
+                       "in backward; DeepSpeed's overlap_comm is on for stage 3"),
+    }
+
+
+def plan_of(strategy: str) -> str | None:
+    """The plan that models a cell's strategy (Lightning's or its engine control)."""
+    name = strategy.removeprefix("engine-")
+    if name in ("ddp", "fsdp"):
+        return name
+    for stage in (1, 2, 3):
+        if name == f"deepspeed_stage_{stage}":
+            return f"zero-{stage}"
+    return None  # single, raw, and offload (the optimizer runs on the CPU: not modelled)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    plan: str
+    devices: int
+    nodes: int
+    step_s: float
+    comm_s: float  # every collective of the step, end to end
+    exposed_s: float  # the part of it not hidden behind compute
+    samples_per_s: float
+    efficiency: float  # per-device throughput against one device's
+
+
+def exposed_s(sends: tuple[Collective, ...], devices: int, net: Network,
+              phases_s: dict[str, float], overlap: float) -> tuple[float, float]:
+    """(all communication, its exposed part) of one step."""
+    total = exposed = 0.0
+    for phase in {c.hides_behind for c in sends}:
+        calls = [c for c in sends if c.hides_behind == phase]
+        times = [collective_time_s(c.op, c.nbytes, devices, net) for c in calls]
+        comm = sum(t * c.calls for t, c in zip(times, calls, strict=True))
+        hidden = overlap * phases_s.get(phase, 0.0) if phase and overlap > 0 else 0.0
+        total += comm
+        exposed += max(comm - hidden, min(times) if hidden else comm)
+    return total, exposed
+
+
+def predict(plan: Plan, phases_s: dict[str, float], batch_size: int, devices: int,
+            net: Network, overlap: float) -> Prediction:
+    """Step time, samples/s and scaling efficiency of ``plan`` on ``devices``."""
+    if devices % min(devices, net.devices_per_node):
+        raise ValueError(f"{devices} devices do not fill nodes of {net.devices_per_node}")
+    single_s = sum(phases_s.values())
+    optimizer = phases_s.get("optimizer", 0.0)
+    compute = single_s - optimizer + optimizer / (devices if plan.sharded_optimizer else 1)
+    comm, exposed = exposed_s(plan.sends, devices, net, phases_s, overlap) if devices > 1 \
+        else (0.0, 0.0)
+    step = compute + exposed
+    return Prediction(plan.name, devices, max(1, devices // net.devices_per_node), step, comm,
+                      exposed, devices * batch_size / step, single_s / step)

@@ -1,0 +1,198 @@
+"""A run's records -> the scaling projection's inputs, the projection, and the model
+checked against the multi-device cells the run measured (out of sample: a checked
+cell's own record is never an input, not even for its byte count).
+
+A checked cell's inputs are the one-device cell of the same workload (accelerator,
+precision, batch size per rank, loader, compile, optimizer, mode) at the same threads
+per rank (the records' effective block): its control (raw for an engine-* cell,
+single for a Lightning one) where it ran, else the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from bench.analyze.links import Link, LinkError
+from bench.analyze.scale import Network, Prediction, plan_of, plans, predict
+from bench.analyze.summary import WORKLOAD_FIELDS
+from bench.analyze.tables import fmt
+from bench.metrics import PHASES
+
+
+@dataclass(frozen=True)
+class Links:
+    """The links chosen for each level; None with the reason where none is known."""
+
+    intra: dict[str, Link] | None
+    inter: dict[str, Link] | None
+    missing: dict[str, str] = field(default_factory=dict)  # "intra" | "inter" -> why
+
+    def network(self, devices_per_node: int, nodes: int) -> Network:
+        if self.intra is None and devices_per_node > 1:
+            raise LinkError(self.missing["intra"])
+        if self.inter is None and nodes > 1:
+            raise LinkError(self.missing["inter"])
+        return Network(self.intra or {}, self.inter or {}, devices_per_node)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    cell_id: str  # the one-device cell whose phases these are
+    accelerator: str
+    phases_s: dict[str, float]  # per step
+    batch_size: int
+    threads: int | None
+    gradient_bytes: float
+    bytes_from: str
+
+
+def threads_per_rank(records: pd.DataFrame) -> dict[str, int | None]:
+    """Each cell's threads per rank, from its ok records' effective block."""
+    if "effective_num_threads" not in records:
+        return {}
+    ok = records[records["status"] == "ok"]
+    return {cell: int(values.dropna().median()) if values.notna().any() else None
+            for cell, values in ok.groupby("cell_id")["effective_num_threads"]}
+
+
+def gradient_bytes(records: pd.DataFrame, precision: str, exclude: str | None = None
+                   ) -> tuple[float, str] | None:
+    """The whole model's gradient bytes in ``precision``: the largest parameter count
+    one rank of the run holds (one device, else an unsharded rank), never from
+    ``exclude``'s records."""
+    found: list[tuple[int, int, str]] = []
+    ok = records[(records["status"] == "ok") & (records["precision"] == precision)
+                 & (records["cell_id"] != exclude)]
+    for row in ok.to_dict("records"):
+        for rank in (row["raw"] or {}).get("ranks") or []:
+            params = (rank.get("model_state_bytes") or {}).get("params")
+            if params:
+                found.append((int(row["world_size"] != 1), -params, row["cell_id"]))
+    if not found:
+        return None
+    _, params, cell = min(found)
+    return float(-params), f"{cell}'s params"
+
+
+def phases_s(row: dict[str, Any]) -> dict[str, float] | None:
+    values = {phase: row.get(f"step_{phase}_ms") for phase in PHASES}
+    if any(v is None or pd.isna(v) for v in values.values()):
+        return None
+    return {phase: v / 1000 for phase, v in values.items()}
+
+
+def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[str, Any],
+                      threads: int | None, exclude: str | None = None) -> Inputs | str:
+    """The inputs for a cell like ``like`` at ``threads`` per rank, or why there are none."""
+    fixed = [f for f in WORKLOAD_FIELDS if f in summary and f in like]
+    same = summary[(summary["total_devices"] == 1) & summary["n"].gt(0)
+                   & summary["strategy"].isin(["single", "raw"])]
+    for f in fixed:
+        same = same[same[f] == like[f]]
+    if same.empty:
+        return (f"no one-device single or raw cell of the same workload ({like.get('precision')}, "
+                f"batch {like.get('batch_size')} per rank, loader {like.get('loader')})")
+    counts = threads_per_rank(records)
+    at_threads = same[[counts.get(c) == threads for c in same["cell_id"]]]
+    if at_threads.empty:
+        seen = ", ".join(f"{c} {counts.get(c)}" for c in same["cell_id"])
+        return (f"threads per rank differ: this cell {threads}, the one-device cells {seen} "
+                f"(run them at {threads}, e.g. under taskset -c 0)")
+    control = "raw" if str(like.get("strategy", "")).startswith("engine-") else "single"
+    ordered = sorted(at_threads.to_dict("records"), key=lambda r: r["strategy"] != control)
+    for row in ordered:
+        phases = phases_s(row)
+        grads = gradient_bytes(records, row["precision"], exclude)
+        if phases and grads:
+            return Inputs(row["cell_id"], row["accelerator"], phases, int(row["batch_size"]),
+                          threads, *grads)
+    return "the one-device cells lack step phases, or no record counted the model's bytes"
+
+
+@dataclass(frozen=True)
+class Check:
+    cell_id: str
+    plan: str
+    inputs: Inputs | None
+    predicted: Prediction | None
+    measured_samples_per_s: float
+    measured_step_s: float
+    why_not: str | None = None
+
+    @property
+    def error(self) -> float | None:
+        if self.predicted is None:
+            return None
+        return self.predicted.samples_per_s / self.measured_samples_per_s - 1
+
+
+def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
+                overlap: dict[str, float]) -> list[Check]:
+    """Every measured multi-device cell with a modelled strategy, predicted from the
+    one-device cell paired with it, or why it cannot be checked. ``overlap`` is by
+    accelerator."""
+    counts = threads_per_rank(records)
+    checks = []
+    measured = summary[(summary["total_devices"] > 1) & summary["samples_per_s"].notna()]
+    for row in measured.to_dict("records"):
+        plan = plan_of(row["strategy"])
+        if plan is None or row.get("mode", "throughput") != "throughput":
+            continue
+        check = Check(row["cell_id"], plan, None, None, row["samples_per_s"],
+                      row["step_ms_p50"] / 1000)
+        inputs = one_device_inputs(summary, records, row, counts.get(row["cell_id"]),
+                                   exclude=row["cell_id"])
+        if isinstance(inputs, str):
+            checks.append(replace(check, why_not=inputs))
+            continue
+        nodes, devices = int(row["num_nodes"]), int(row["total_devices"])
+        try:
+            net = links.network(devices // nodes, nodes)
+        except LinkError as error:
+            checks.append(replace(check, why_not=str(error)))
+            continue
+        predicted = predict(plans(inputs.gradient_bytes)[plan], inputs.phases_s,
+                            inputs.batch_size, devices, net, overlap[row["accelerator"]])
+        checks.append(replace(check, inputs=inputs, predicted=predicted))
+    return checks
+
+
+def checks_table(checks: list[Check]) -> pd.DataFrame:
+    rows = []
+    for c in checks:
+        p = c.predicted
+        rows.append({"cell": c.cell_id, "model": c.plan,
+                     "inputs": c.inputs.cell_id if c.inputs else "-",
+                     "predicted samples/s": fmt(p.samples_per_s) if p else "-",
+                     "measured samples/s": fmt(c.measured_samples_per_s),
+                     "error": f"{c.error * 100:+.1f}%" if c.error is not None else "-",
+                     "predicted step ms": fmt(p.step_s * 1000) if p else "-",
+                     "measured step p50 ms": fmt(c.measured_step_s * 1000),
+                     "comm ms (exposed)": f"{fmt(p.comm_s * 1000)} ({fmt(p.exposed_s * 1000)})"
+                     if p else "-",
+                     "not checked because": c.why_not or ""})
+    return pd.DataFrame(rows)
+
+
+def projection(inputs: Inputs, devices: list[int], links: Links, devices_per_node: int,
+               overlap: float) -> list[Prediction]:
+    """Every modelled strategy at every device count (plans' order, then devices)."""
+    predictions = []
+    for plan in plans(inputs.gradient_bytes).values():
+        for n in devices:
+            per_node = min(n, devices_per_node)
+            net = links.network(per_node, n // per_node)
+            predictions.append(predict(plan, inputs.phases_s, inputs.batch_size, n, net,
+                                       overlap))
+    return predictions
+
+
+def projection_table(predictions: list[Prediction]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": p.plan, "devices": p.devices, "nodes": p.nodes,
+                          "step ms": fmt(p.step_s * 1000), "comm ms": fmt(p.comm_s * 1000),
+                          "exposed ms": fmt(p.exposed_s * 1000),
+                          "samples/s": fmt(p.samples_per_s),
+                          "scaling efficiency": fmt(p.efficiency, "pct")}
+                         for p in predictions])

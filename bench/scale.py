@@ -1,0 +1,266 @@
+"""``python -m bench.scale RUN [RUN ...]``: what N devices on M nodes would give, from
+one device's measured step phases and an alpha-beta model of each strategy's
+collectives (bench.analyze.scale), over a named link's datasheet figures or the link
+the run's communication cells measured; and the model against every multi-device cell
+the runs measured, out of sample.
+
+    python -m bench.scale RUN [RUN ...] [--devices 8,64,512] [--devices-per-node 8]
+        [--link nvlink4|pcie5|ib-ndr400|eth100|measured] [--intra-link NAME|measured]
+        [--comm-csv FILE] [--overlap auto|FRACTION] [--single CELL] [--out DIR]
+
+Exit codes: 0 the projection printed; 2 bad input (one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench.analyze.links import LINKS, OPS, Link, LinkError, measured_links, named_link
+from bench.analyze.load import load_records, records_path
+from bench.analyze.pages import Section, html_page, markdown_page
+from bench.analyze.scale import FORMULA, Prediction, plans
+from bench.analyze.scale_check import (
+    Check,
+    Inputs,
+    Links,
+    check_cells,
+    checks_table,
+    one_device_inputs,
+    projection,
+    projection_table,
+    threads_per_rank,
+)
+from bench.analyze.summary import summarize
+from bench.analyze.tables import render
+
+COMM_COLUMNS = ("cell_id", "op", "label", "dtype", "bytes", "world_size", "nodes", "time_s",
+                "algbw_gbps", "busbw_gbps")
+LINK_CHOICES = (*LINKS, "measured")
+
+
+class ScaleError(ValueError):
+    """Bad input: printed as one error line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=(
+        "Project step time, samples/s and scaling efficiency of DDP, FSDP and ZeRO-1/2/3 "
+        "to N devices from one device's measured phases (a model, not a measurement), "
+        "and check the model against the multi-device cells the runs measured."))
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run directories (or records.jsonl): the one-device cells, the "
+                             "multi-device cells to check, the comm cells")
+    parser.add_argument("--devices", default="8,64,512", help="device counts (default 8,64,512)")
+    parser.add_argument("--devices-per-node", type=int, default=8,
+                        help="devices per node (default 8)")
+    parser.add_argument("--link", default="measured", choices=LINK_CHOICES,
+                        help="the link between nodes, and within one unless --intra-link: a "
+                             "datasheet's figures, or measured by the runs' comm cells "
+                             "(default measured)")
+    parser.add_argument("--intra-link", choices=LINK_CHOICES,
+                        help="the link between the devices of one node (default: --link)")
+    parser.add_argument("--comm-csv", metavar="FILE",
+                        help="a comm frame measured elsewhere (bench.analyze.comm's columns), "
+                             "for --link measured instead of the runs' comm cells")
+    parser.add_argument("--overlap", default="auto",
+                        help="share of a phase's compute a collective may hide behind, 0-1; "
+                             "auto: 1 on CUDA (own stream), 0 on CPU (the collectives need "
+                             "the cores the compute uses)")
+    parser.add_argument("--single", metavar="CELL",
+                        help="the one-device cell the projection starts from (default: the "
+                             "one paired with the first checked cell, else the first single)")
+    parser.add_argument("--out", metavar="DIR", help="write scale.md, scale.html and the PNG")
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    return parser
+
+
+def device_counts(text: str, per_node: int) -> list[int]:
+    """--devices as numbers: each fits in one node or fills whole nodes."""
+    if per_node < 1:
+        raise ScaleError("--devices-per-node must be at least 1")
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ScaleError(f"--devices {text!r}: give whole numbers, e.g. 8,64,512") from None
+    if not counts or min(counts) < 1:
+        raise ScaleError(f"--devices {text!r}: give device counts of at least 1")
+    for count in counts:
+        if count > per_node and count % per_node:
+            raise ScaleError(f"{count} devices do not fill nodes of {per_node} devices")
+    return counts
+
+
+def comm_frame(records: pd.DataFrame, csv: str | None) -> pd.DataFrame | None:
+    """The comm cells' frame: --comm-csv, else the runs' comm cells; None without any."""
+    if csv:
+        try:
+            frame = pd.read_csv(csv)
+        except (OSError, ValueError) as error:
+            raise ScaleError(f"--comm-csv {csv}: {error}") from None
+    else:
+        try:
+            from bench.analyze.comm import comm_table  # type: ignore[import-not-found]
+        except ImportError:  # a build without the comm cells
+            return None
+        frame = comm_table(records)
+    missing = [c for c in COMM_COLUMNS if c not in frame]
+    if missing:
+        raise ScaleError(f"the comm frame lacks columns {', '.join(missing)}")
+    return frame if len(frame) else None
+
+
+def level(name: str, frame: pd.DataFrame | None, across_nodes: bool
+          ) -> tuple[dict[str, Link] | None, str]:
+    """One level's links by op, or None and why."""
+    if name != "measured":
+        return {op: named_link(name) for op in OPS}, ""
+    if frame is None:
+        return None, ("--link measured: the runs have no comm cells (and no --comm-csv); "
+                      f"name a link instead: {', '.join(LINKS)}")
+    try:
+        return measured_links(frame, across_nodes), ""
+    except LinkError as error:
+        return None, str(error)
+
+
+def choose_links(args: argparse.Namespace, frame: pd.DataFrame | None) -> Links:
+    intra, why_intra = level(args.intra_link or args.link, frame, across_nodes=False)
+    inter, why_inter = level(args.link, frame, across_nodes=True)
+    return Links(intra, inter, {"intra": why_intra, "inter": why_inter})
+
+
+def overlap_for(text: str, accelerator: str) -> float:
+    if text == "auto":
+        return 1.0 if accelerator == "cuda" else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ScaleError(f"--overlap {text!r}: give auto or a fraction from 0 to 1")
+    return value
+
+
+def projection_inputs(summary: pd.DataFrame, records: pd.DataFrame, single: str | None,
+                      paired: list[Inputs]) -> Inputs:
+    """The one-device cell the projection starts from."""
+    if single is None and paired:
+        return paired[0]
+    ones = summary[(summary["total_devices"] == 1) & summary["n"].gt(0)
+                   & summary["strategy"].isin(["single", "raw"])]
+    if single is not None:
+        ones = ones[ones["cell_id"] == single]
+    if ones.empty:
+        raise ScaleError(f"no ok one-device single or raw cell {single!r} in the runs" if single
+                         else "the runs hold no ok one-device single or raw cell")
+    row = ones.iloc[0].to_dict()
+    inputs = one_device_inputs(summary, records, row, threads_per_rank(records).get(row["cell_id"]))
+    if isinstance(inputs, str):
+        raise ScaleError(f"{row['cell_id']}: {inputs}")
+    return inputs
+
+
+def load(runs: list[str]) -> pd.DataFrame:
+    frames = []
+    for run in runs:
+        if not records_path(run).is_file():
+            raise ScaleError(f"{run}: no records.jsonl there")
+        frames.append(load_records(run))
+    return pd.concat(frames, ignore_index=True)
+
+
+def assumptions(inputs: Inputs, links: Links, overlap: float) -> list[str]:
+    """What the projection assumes, in words: the inputs, the links and their sources,
+    the overlap, what each strategy sends."""
+    lines = [f"inputs: {inputs.cell_id} ({inputs.accelerator}, batch {inputs.batch_size} per "
+             f"device, {inputs.threads} thread(s) per rank): step "
+             f"{sum(inputs.phases_s.values()) * 1000:.1f} ms = "
+             + " + ".join(f"{p} {s * 1000:.1f}" for p, s in inputs.phases_s.items())
+             + f"; gradients {inputs.gradient_bytes / 1e6:.1f} MB ({inputs.bytes_from})",
+             f"overlap: {overlap:g} of a phase's compute may hide the collectives assigned to it"]
+    for scope, key, found in (("within a node", "intra", links.intra),
+                              ("across nodes", "inter", links.inter)):
+        if found is None:
+            lines.append(f"link {scope}: none ({links.missing[key]})")
+            continue
+        for link in dict.fromkeys(found.values()):
+            lines.append(f"link {scope}: {link.name}, {link.gbps:.3g} GB/s per direction, "
+                         f"alpha {link.latency_s * 1e6:.3g} us ({link.source})")
+    lines += [f"{plan.name}: {plan.about}" for plan in plans(inputs.gradient_bytes).values()]
+    return lines
+
+
+def error_note(table: pd.DataFrame) -> str:
+    errors = [e for e in table.get("error", []) if e != "-"]
+    return ("errors (predicted / measured samples/s - 1): " + ", ".join(
+        f"{c} {e}" for c, e in zip(table["cell"], table["error"], strict=True) if e != "-")
+        if errors else "no multi-device cell of the runs could be checked")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        devices = device_counts(args.devices, args.devices_per_node)
+        records = load(args.runs)
+        summary = summarize(records)
+        links = choose_links(args, comm_frame(records, args.comm_csv))
+        overlap = {accelerator: overlap_for(args.overlap, accelerator)
+                   for accelerator in ("cpu", "cuda")}
+        checks = check_cells(summary, records, links, overlap)
+        inputs = projection_inputs(summary, records, args.single,
+                                   [c.inputs for c in checks if c.predicted and c.inputs])
+        predictions = projection(inputs, devices, links, args.devices_per_node,
+                                 overlap[inputs.accelerator])
+    except (ScaleError, LinkError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sections = [
+        Section("Scaling projection (a model, not a measurement)",
+                projection_table(predictions), "Nothing to project.",
+                assumptions(inputs, links, overlap[inputs.accelerator])),
+        Section("Predicted against measured (out of sample)", checks_table(checks),
+                "The runs hold no multi-device cell of a modelled strategy.",
+                [error_note(checks_table(checks)),
+                 "each check predicts a cell from the one-device cell of its workload at the "
+                 "same threads per rank and the links chosen; the cell itself is no input"])]
+    print("THIS IS A MODEL, NOT A MEASUREMENT. Its formula:")
+    print(FORMULA)
+    for section in sections:
+        print(f"\n{section.title}:")
+        print(render(section.table, markdown=args.markdown) if len(section.table)
+              else section.empty)
+        for note in section.notes:
+            print(f"{'- ' if args.markdown else ''}{note}")
+    if args.out:  # the plot's lines run from one device through the checked cells' counts
+        counts = {1, *devices, *(c.predicted.devices for c in checks if c.predicted)}
+        lines = projection(inputs, sorted(counts), links, args.devices_per_node,
+                           overlap[inputs.accelerator])
+        write_pages(Path(args.out), args, sections, lines, checks)
+    return 0
+
+
+def write_pages(out: Path, args: argparse.Namespace, sections: list[Section],
+                predictions: list[Prediction], checks: list[Check]) -> None:
+    from bench.analyze.scale_plot import plot_projection  # matplotlib: files only
+
+    title = "mnist-bench scaling projection"
+    png = plot_projection(predictions, checks, f"{title} (model; link {args.link}, "
+                          f"{args.devices_per_node} devices per node)", out)
+    pngs = [png] if png else []
+    env = [("runs", ", ".join(args.runs)), ("link", args.link),
+           ("intra-node link", args.intra_link or args.link),
+           ("devices per node", str(args.devices_per_node))]
+    sections = [Section("The model (a model, not a measurement)", pd.DataFrame(),
+                        f"```\n{FORMULA}\n```"), *sections]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scale.md").write_text(markdown_page(title, env, sections, pngs, plots_dir="."))
+    (out / "scale.html").write_text(html_page(title, env, sections, pngs))
+    print(f"\nscale: {out / 'scale.md'}  (html: scale.html, {len(pngs)} plot(s))")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""python -m bench.scale on hand-built runs: which one-device cell a checked cell is
+predicted from (same workload, same threads per rank, never itself), the predicted
+against measured errors, the projection, and one error line for bad input."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import scale as scale_cli
+from tests.bench.analyze.test_links import comm_row
+from tests.bench.analyze.test_report import make_record, write_run
+
+MIB_25 = 25 * 1024 * 1024
+PHASES_MS = {"data": 0.0, "forward": 100.0, "backward": 200.0, "optimizer": 100.0, "rest": 0.0}
+SINGLE, RAW = "cpu-1x-single-32-true-bs64-tensor", "cpu-1x-raw-32-true-bs64-tensor"
+DDP, ZERO1 = "cpu-2x-ddp-32-true-bs64-tensor", "cpu-2x-engine-deepspeed_stage_1-32-true-bs64-tensor"
+
+
+def record(strategy: str, devices: int, sps: float, threads: int,
+           params: int | None = None) -> dict[str, Any]:
+    """A record whose one-device step is 0.4 s in PHASES_MS, at ``threads`` per rank."""
+    made = make_record(strategy, devices, sps=sps,
+                       **{f"step_{p}_ms": ms for p, ms in PHASES_MS.items()})
+    made["effective"]["num_threads"] = threads
+    for rank in made["raw"]["ranks"]:
+        rank["model_state_bytes"] = {"params": params} if params else None
+    return made
+
+
+def write_comm_csv(path: Path) -> Path:
+    """Two ranks on one node and on two nodes: 26.2144 GB/s, no latency (25 MiB all_reduce
+    in exactly 1 ms)."""
+    rows = [comm_row("all_reduce", MIB_25, 1e-3), comm_row("all_reduce", 2 * MIB_25, 2e-3),
+            comm_row("reduce_scatter", 2 * MIB_25, 1e-3), comm_row("all_gather", 2 * MIB_25, 1e-3),
+            comm_row("all_reduce", 2 * MIB_25, 2e-3, nodes=2)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    # ddp's own record counts the parameters too; the check must not read them from it
+    return write_run(tmp_path / "run", [
+        record("single", 1, 160.0, threads=1), record("raw", 1, 160.0, 1, params=2 * MIB_25),
+        record("ddp", 2, 300.0, 1, params=4 * MIB_25),
+        record("engine-deepspeed_stage_1", 2, 350.0, 1),
+        record("engine-deepspeed_stage_2_offload", 2, 100.0, 1)])
+
+
+def scale(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = scale_cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def rows_of(out: str, title: str) -> dict[str, list[str]]:
+    """The rows of a printed table under ``title``, by their first column."""
+    block = out.split(title + ":\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    return {line.split()[0]: line.split() for line in block[2:] if line and line[0] != " "}
+
+
+def test_each_cell_is_predicted_from_its_control_out_of_sample(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = scale(capsys, str(run), "--link", "measured",
+                         "--comm-csv", str(write_comm_csv(tmp_path / "comm.csv")))
+    assert code == 0
+    assert out.startswith("THIS IS A MODEL, NOT A MEASUREMENT. Its formula:\n")
+    checks = rows_of(out, "Predicted against measured (out of sample)")
+    # ddp from single: 0.4 s + 2 buckets of 25 MiB at 1 ms each, not overlapped on CPU;
+    # the bytes from raw's record (50 MiB), not from ddp's own (100 MiB)
+    assert checks[DDP][1:6] == ["ddp", SINGLE, "318", "300", "+6.1%"]  # 128 / 0.402
+    # ZeRO-1 from raw (its control): 0.3 + 0.1 / 2 + reduce_scatter 1 ms + all_gather 1 ms
+    assert checks[ZERO1][1:6] == ["zero-1", RAW, "364", "350", "+3.9%"]  # 128 / 0.352
+    assert "offload" not in out.split("Predicted against measured")[1]  # not modelled
+    assert f"errors (predicted / measured samples/s - 1): {DDP} +6.1%, {ZERO1} +3.9%" in out
+
+
+def test_the_projection_covers_every_strategy_at_every_device_count(
+        run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = scale(capsys, str(run), "--link", "ib-ndr400", "--intra-link", "nvlink4",
+                         "--devices", "8,64,512")
+    assert code == 0
+    lines = out.split("Scaling projection (a model, not a measurement):\n")[1].splitlines()[2:17]
+    assert [(line.split()[0], line.split()[1]) for line in lines] == [
+        (plan, devices) for plan in ("ddp", "fsdp", "zero-1", "zero-2", "zero-3")
+        for devices in ("8", "64", "512")]
+    assert "link across nodes: ib-ndr400, 50 GB/s per direction, alpha 9.6 us" in out
+    assert f"inputs: {SINGLE} (cpu, batch 64 per device, 1 thread(s) per rank)" in out
+
+
+def test_a_cell_whose_one_device_inputs_ran_other_threads_is_not_checked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_run(tmp_path / "run", [record("single", 1, 160.0, threads=2, params=2 * MIB_25),
+                                       record("ddp", 2, 300.0, threads=1)])
+    code, out, _ = scale(capsys, str(run), "--link", "eth100")
+    assert code == 0
+    assert (f"threads per rank differ: this cell 1, the one-device cells {SINGLE} 2 "
+            "(run them at 1, e.g. under taskset -c 0)") in out
+    assert "no multi-device cell of the runs could be checked" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--devices", "8,x"], "--devices '8,x': give whole numbers, e.g. 8,64,512"),
+    (["--devices", "12"], "12 devices do not fill nodes of 8 devices"),
+    (["--overlap", "2"], "--overlap '2': give auto or a fraction from 0 to 1"),
+    (["--link", "measured"], "--link measured: the runs have no comm cells (and no --comm-csv); "
+                             "name a link instead: nvlink4, pcie5, ib-ndr400, eth100"),
+    (["--single", "nope"], "no ok one-device single or raw cell 'nope' in the runs"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(
+        run: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = scale(capsys, str(run), *(["--link", "eth100"] if "--link" not in argv
+                                                else []), *argv)
+    assert (code, out, err) == (2, "", f"error: {message}\n")
+
+
+def test_a_missing_run_and_a_comm_frame_without_the_contract_columns(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert scale(capsys, str(tmp_path / "nowhere"))[0::2] == (
+        2, f"error: {tmp_path / 'nowhere'}: no records.jsonl there\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("op,bytes,time_s\nall_reduce,1,1\n")
+    code, _, err = scale(capsys, str(run), "--comm-csv", str(bad))
+    assert (code, err) == (2, "error: the comm frame lacks columns cell_id, label, dtype, "
+                              "world_size, nodes, algbw_gbps, busbw_gbps\n")
+
+
+def test_out_writes_the_page_and_the_plot(run: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = scale(capsys, str(run), "--link", "measured", "--comm-csv",
+                         str(write_comm_csv(tmp_path / "comm.csv")), "--out", str(tmp_path / "o"))
+    assert code == 0
+    page = (tmp_path / "o" / "scale.md").read_text()
+    assert "## Predicted against measured (out of sample)" in page
+    assert "![scaling-projection](./scaling-projection.png)" in page
+    assert (tmp_path / "o" / "scaling-projection.png").stat().st_size > 10_000
+
+
+def test_auto_overlap_hides_collectives_on_cuda_and_not_on_cpu(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def on(accelerator: str, strategy: str, devices: int, sps: float) -> dict[str, Any]:
+        made = make_record(strategy, devices, sps=sps, accelerator=accelerator,
+                           **{f"step_{p}_ms": ms for p, ms in PHASES_MS.items()})
+        made["effective"]["num_threads"] = 1
+        made["raw"]["ranks"][0]["model_state_bytes"] = {"params": 2 * MIB_25}
+        return made
+
+    run = write_run(tmp_path / "run", [on(a, s, d, sps) for a in ("cpu", "cuda")
+                                       for s, d, sps in (("single", 1, 160.0), ("ddp", 2, 300.0))])
+    code, out, _ = scale(capsys, str(run), "--comm-csv", str(write_comm_csv(tmp_path / "c.csv")))
+    checks = rows_of(out, "Predicted against measured (out of sample)")
+    # CPU: both 1 ms buckets exposed (0.402 s); CUDA: all but the last hidden (0.401 s)
+    assert checks[DDP][3] == "318" and checks[DDP.replace("cpu", "cuda")][3] == "319"
+    assert code == 0
