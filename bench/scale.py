@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.analyze.comm import comm_table
 from bench.analyze.links import LINKS, OPS, Link, LinkError, measured_links, named_link
 from bench.analyze.load import load_records, records_path
 from bench.analyze.pages import Section, html_page, markdown_page
@@ -102,10 +103,6 @@ def comm_frame(records: pd.DataFrame, csv: str | None) -> pd.DataFrame | None:
         except (OSError, ValueError) as error:
             raise ScaleError(f"--comm-csv {csv}: {error}") from None
     else:
-        try:
-            from bench.analyze.comm import comm_table  # type: ignore[import-not-found]
-        except ImportError:  # a build without the comm cells
-            return None
         frame = comm_table(records)
     missing = [c for c in COMM_COLUMNS if c not in frame]
     if missing:

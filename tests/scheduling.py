@@ -39,6 +39,7 @@ UNIT_MEMBERS = {
         "tests/e2e/test_exit_status.py::test_under_torchrun_rank_0s_verdict_is_the_launchs",
         "tests/e2e/test_launched.py::test_torchrun_two_processes_walk_every_cell_in_step",
         "tests/e2e/test_launched.py::test_torchrun_a_one_device_cell_runs_on_rank_0_alone",
+        "tests/e2e/test_scale_projection.py",
     ),
     "two-nodes": (
         "tests/e2e/test_slurm.py",
@@ -62,6 +63,7 @@ HEAVY_FIRST = ("walk",  # 230
                "tests/e2e/test_orchestrator.py",  # 75
                "tests/e2e/test_end_to_end.py",  # 70
                "tests/e2e/test_launched.py",  # 65
+               "tests/e2e/test_comm_preset.py",  # 45
                "tests/bench/execute/test_accuracy_backend.py",  # 40
                "tests/scripts/test_gpu_check.py")  # 35
 
