@@ -35,6 +35,13 @@ class StrategySpec:
     ddp_comm: str = "buckets"
 
     @property
+    def trains(self) -> bool:
+        """False for a measuring control whose ranks never exchange gradients
+        (engine-ddp_no_sync): it is no data-parallel training, so presets that ask for
+        every strategy ("auto") and the report's fastest cells leave it out."""
+        return self.ddp_comm != "none"
+
+    @property
     def controls(self) -> str | None:
         """The Lightning strategy this control cell stands beside: ``raw`` is
         ``single`` without Lightning, ``engine-X`` is X's engine without Lightning."""

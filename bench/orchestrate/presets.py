@@ -206,13 +206,14 @@ def _expand_block(spec: Mapping[str, Any], machine: Machine) -> list[Cell]:
 def _resolve_auto(axes: dict[str, list[Any]], machine: Machine) -> None:
     """``accelerator = "auto"``: this machine's best (CUDA when it has a GPU, else CPU);
     ``strategy = "auto"``: every strategy that trains on that accelerator (Lightning's
-    FSDP and DeepSpeed strategies need CUDA; their engine controls do not)."""
+    FSDP and DeepSpeed strategies need CUDA; their engine controls do not; DDP without
+    communication, a measuring control, does not train)."""
     if axes.get("accelerator") == ["auto"]:
         axes["accelerator"] = ["cuda" if machine.cuda_devices else "cpu"]
     if axes.get("strategy") == ["auto"]:
         accelerators = {accelerator_name(str(a)) for a in axes.get("accelerator", ["cpu"])}
         axes["strategy"] = [name for name, spec in STRATEGIES.items()
-                            if not spec.needs_cuda or accelerators == {"cuda"}]
+                            if spec.trains and (not spec.needs_cuda or accelerators == {"cuda"})]
 
 
 def apply_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

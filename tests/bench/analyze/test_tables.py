@@ -30,3 +30,11 @@ def test_fastest_cells_against_roofline_and_tutorial() -> None:
 def test_no_tutorial_cell_means_no_ratio() -> None:
     table = fastest_table(pd.DataFrame([summary_row("only", 100.0, 0.1, batch_size=256)]))
     assert table["vs tutorial"].tolist() == ["-", "-"]
+
+
+def test_a_control_without_gradient_exchange_is_never_the_fastest() -> None:
+    summary = pd.DataFrame([
+        summary_row("ddp", 300.0, 0.1, devices=2, strategy="engine-ddp"),
+        summary_row("no-sync", 900.0, 0.3, devices=2, strategy="engine-ddp_no_sync"),
+    ])
+    assert fastest_table(summary)["cell"].tolist() == ["ddp", "ddp"]

@@ -28,6 +28,15 @@ def test_smoke_is_precisions_by_single_and_two_process_ddp() -> None:
     assert all(reason is None for reason in skip_reasons(cells, CPU_BOX).values())
 
 
+def test_every_strategy_means_every_one_that_trains() -> None:
+    """all-strategies' "auto": DDP's one-bucket variant trains (no overlap); the no-sync
+    control never exchanges gradients, so it is asked for by name only (the comm preset)."""
+    strategies = {c.strategy for c in expand(load_matrix("all-strategies"), CPU_BOX)}
+    assert {"engine-ddp", "engine-ddp_one_bucket"} <= strategies
+    assert "engine-ddp_no_sync" not in strategies
+    assert "engine-ddp_no_sync" in {c.strategy for c in expand(load_matrix("comm"), CPU_BOX)}
+
+
 def test_one_device_strategies_never_get_more_devices() -> None:
     cells = expand({"strategy": ["single", "raw", "ddp"], "devices": [1, 2, 4]}, CPU_BOX)
     assert {c.devices for c in cells if c.strategy in ("single", "raw")} == {1}
