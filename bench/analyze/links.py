@@ -103,7 +103,10 @@ def measured_links(frame: pd.DataFrame, across_nodes: bool) -> dict[str, Link]:
         else frame[(nodes == 1) & (world > 1)]
     scope = "across nodes (one rank per node)" if across_nodes else "within a node"
     if rows.empty:
-        raise LinkError(f"--link measured: the run's comm cells measured no world {scope}")
+        hint = ("; name the link between nodes instead, e.g. --link ib-ndr400 --intra-link "
+                "measured" if across_nodes else "")
+        raise LinkError(f"--link measured: the run's comm cells measured no world {scope}"
+                        f"{hint}")
     fitted = {op: fit_link(rows, op, scope) for op in OPS if (rows["op"] == op).any()}
     if "all_reduce" not in fitted:
         raise LinkError(f"the comm cells measured no all_reduce {scope}")
