@@ -119,6 +119,7 @@ def test_compute_dtype(precision: str, dtype: torch.dtype) -> None:
     assert dtypes(precision).compute is dtype
 
 
+@pytest.mark.alone  # timings: no other test beside it (tests/scheduling.py)
 def test_calibration_agrees_with_an_outside_timing() -> None:
     """The calibrated figure, against the same matmul timed here by hand."""
     size = 512
