@@ -193,9 +193,14 @@ def early_preload_server(args: argparse.Namespace, listing: bool,
     if listing or args.dry_run or not args.preload or \
             any(name in os.environ for name in ("WORLD_SIZE", "SLURM_NTASKS")):
         return None
-    server = PreloadServer(args.data_dir, wandb=wandb_mode != "disabled")
+    server = run_preload_server(args, wandb_mode)
     server.start()
     return server
+
+
+def run_preload_server(args: argparse.Namespace, wandb_mode: str) -> PreloadServer:
+    """The run's preload server (not started): wandb preloaded only when cells log to it."""
+    return PreloadServer(args.data_dir, wandb=wandb_mode != "disabled")
 
 
 def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: float,
@@ -209,7 +214,7 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: f
     if after_each is not None:  # env.json and matrix.json before any cell
         after_each()
     if server is None and args.preload:  # not started early (under sbatch, without srun)
-        server = PreloadServer(args.data_dir)
+        server = run_preload_server(args, resolve_mode(args.wandb))
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
                           server, after_each)
     finish(run_dir, plan, walked_from, started_at)
