@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,15 +32,18 @@ class StrategySpec:
     # The DDP engine's gradient communication (bench.execute.backends.engines.DDP):
     # "buckets" as torch sets them (25 MiB, overlapped with backward), "one-bucket"
     # (every gradient in one bucket, all-reduced once backward is done: no overlap),
-    # "none" (every step under no_sync(): the same backward without communication).
+    # "none" (every step under no_sync(): the same backward without communication),
+    # "alternate" (one bucket; every other step under no_sync(); the bucket's bytes
+    # all-reduced bare after the window: the DDP check inside one process).
     ddp_comm: str = "buckets"
 
     @property
     def trains(self) -> bool:
-        """False for a measuring control whose ranks never exchange gradients
-        (engine-ddp_no_sync): it is no data-parallel training, so presets that ask for
-        every strategy ("auto") and the report's fastest cells leave it out."""
-        return self.ddp_comm != "none"
+        """False for a measuring control whose ranks do not exchange every step's
+        gradients (engine-ddp_no_sync, engine-ddp_alternate): it is no data-parallel
+        training, so presets that ask for every strategy ("auto") and the report's
+        fastest cells leave it out."""
+        return self.ddp_comm in ("buckets", "one-bucket")
 
     @property
     def controls(self) -> str | None:
@@ -79,6 +83,10 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec("engine-ddp_no_sync", True, False, lightning=False, engine="ddp",
                      ddp_comm="none",
                      about="torch DDP, every step under no_sync(): no communication (control)"),
+        StrategySpec("engine-ddp_alternate", True, False, lightning=False, engine="ddp",
+                     ddp_comm="alternate",
+                     about="torch DDP, one bucket, every other step under no_sync(), then "
+                           "the bucket all-reduced bare (control)"),
         StrategySpec("engine-fsdp", True, False, lightning=False, engine="fsdp",
                      about="torch FSDP2 fully_shard, hand-written loop"),
         *(StrategySpec(f"engine-deepspeed_stage_{stage}{suffix}", True, False, True, stage,
@@ -148,6 +156,7 @@ class Machine:
     can_compile: bool = True  # a C compiler and Python.h (strategies.toolchain)
     can_build_cpu_adam: bool = True  # DeepSpeed's offload optimizer: prebuilt or buildable
     cpu_adam_lacks: tuple[str, ...] = ()  # what building it would need and is not here
+    glibc: bool = True  # the C library whose mallopt malloc "retain" sets
 
     @property
     def launched_nodes(self) -> int:
@@ -180,6 +189,7 @@ class Machine:
             can_compile=tools.can_compile,
             can_build_cpu_adam=tools.can_build_cpu_adam,
             cpu_adam_lacks=tuple(tools.cpu_adam_build_lacks()),
+            glibc=platform.libc_ver()[0] == "glibc",
         )
 
     @classmethod
@@ -220,6 +230,8 @@ def _not_on_this_hardware(cell: CellLike, machine: Machine) -> str | None:
         return ("torch.compile builds generated code (Triton's launcher on CUDA, C++ kernels "
                 "on CPU) and needs a C compiler and Python.h; this machine lacks one "
                 "(install gcc and python3-dev)")
+    if getattr(cell, "malloc", "system") == "retain" and not machine.glibc:
+        return "malloc retain sets glibc's mallopt; this C library is not glibc"
     if spec.offload and not machine.can_build_cpu_adam:
         lacks = ", ".join(machine.cpu_adam_lacks) or "its tools"
         return ("DeepSpeed offload needs its cpu_adam op: prebuilt (DS_BUILD_CPU_ADAM=1 pip "

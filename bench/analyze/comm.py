@@ -31,13 +31,16 @@ COMM_LEGEND = (
 
 def comm_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell_id, op, bytes) of the comm cells' ok records (a frame from
-    bench.analyze.load.load_records): COMM_COLUMNS, time_s the median of every timed
-    iteration of every ok repeat, algbw_gbps = bytes / time_s / 1e9, busbw_gbps =
-    algbw_gbps x nccl-tests' factor (bench.metrics.busbw_factor)."""
+    bench.analyze.load.load_records; mode "comm" only: an alternate DDP cell's own
+    all_reduces belong to its check, bench.analyze.ddp_check): COMM_COLUMNS, time_s
+    the median of every timed iteration of every ok repeat, algbw_gbps = bytes / time_s
+    / 1e9, busbw_gbps = algbw_gbps x nccl-tests' factor (bench.metrics.busbw_factor)."""
     if not len(records) or "raw" not in records:
         return pd.DataFrame(columns=list(COMM_COLUMNS))
     ok = latest(records)
     ok = ok[ok["status"] == "ok"]
+    if "mode" in ok:
+        ok = ok[ok["mode"] == "comm"]
     times: dict[tuple[Any, ...], list[float]] = {}
     for cell_id, raw in zip(ok["cell_id"], ok["raw"], strict=True):
         for row in (raw or {}).get("comm") or []:

@@ -12,11 +12,18 @@ every gradient in one bucket, all-reduced once backward is done: no overlap, so 
 two should agree; the default buckets overlap backward, and the difference shows what
 the overlap hid (or what contention added). The two sides are different cells, run
 minutes apart: on a machine whose load changes meanwhile they drift apart with it
-(docs/communication.md)."""
+(docs/communication.md).
+
+``engine-ddp_alternate`` holds both sides in one process: one bucket, its steps
+alternately synced and under ``no_sync()`` (``effective.ddp_step_synced``), and after
+its window the bucket's bytes all-reduced bare in the same process group
+(``raw.comm``). Its row sets the synced steps' backward less the others' against that
+all_reduce: the same machine state on both sides, interleaved step by step."""
 
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,18 +35,28 @@ from bench.matrix import Cell
 
 AGREEMENT = 0.20  # the issue's bar: within 20% where nothing overlaps
 NO_SYNC = "engine-ddp_no_sync"
+ALTERNATE = "engine-ddp_alternate"
 CHECKED = {"engine-ddp": "DDP's buckets, reduced during backward",
            "engine-ddp_one_bucket": "none: one bucket, reduced after backward"}
+IN_ONE_PROCESS = "none: one bucket; synced and no_sync() steps alternate in one process"
 
 DDP_CHECK_LEGEND = (
     "in training: the cell's backward ms per step less its no_sync() twin's (same cell, "
-    "no communication): the slowest rank's median step, the median over repeats",
-    "comm cell: the all_reduce time of each bucket DDP made (read from its reducer), "
-    "summed; sizes between those timed are interpolated on log-log",
+    "no communication): the slowest rank's median step, the median over repeats; for "
+    f"{ALTERNATE}, its synced steps' backward less its no_sync() steps'",
+    "all_reduce: from the comm cell, the all_reduce time of each bucket DDP made (read "
+    "from its reducer), summed, sizes between those timed interpolated on log-log; for "
+    f"{ALTERNATE}, its one bucket all-reduced bare in the same process after its window",
+    f"round trip ({ALTERNATE} only): what DDP's reducer does with that bucket, timed in "
+    "the same process after the window: the gradients copied in, divided by the world "
+    "size, all-reduced, copied back out; set against the last rank in training: per "
+    "synced step the rank that reached the all_reduce last (the shortest backward: it "
+    "waited for no one), less the same at the no_sync steps; the rest of 'in training' "
+    "is the other ranks waiting for it",
     "DDP's timer: the reducer's own avg_backward_comm_time (its buckets' reduction, from "
     "the first starting to the last done), averaged over the steps it samples (its first "
     "10, warm-up included)",
-    f"agree: within {AGREEMENT:.0%}; only the one-bucket row (no overlap) is expected "
+    f"agree: within {AGREEMENT:.0%}; only the rows without overlap are expected "
     "to: DDP's own buckets overlap backward, hiding part of their time, or contend with "
     "it for the same cores",
 )
@@ -59,6 +76,40 @@ def backward_ms(records: pd.DataFrame) -> float:
     return float(np.median(per_repeat)) if per_repeat else float("nan")
 
 
+def alternate_backward_ms(records: pd.DataFrame) -> dict[str, float]:
+    """An alternate cell's backward, step by step over its ranks: ``slowest`` (the
+    rank whose backward took longest: it waited at the all_reduce for the others) and
+    ``last`` (the rank whose backward was shortest: the last to reach the all_reduce,
+    it waited for no one), each ``synced`` and ``no_sync``; per repeat the median over
+    the window's steps of that kind, the median over repeats."""
+    found: dict[str, list[float]] = {}
+    for raw, flags in zip(records["raw"], records["effective_ddp_step_synced"], strict=True):
+        ranks = (raw or {}).get("ranks") or []
+        if not isinstance(flags, list) or not ranks:
+            continue
+        per_rank = [(rank.get("phase_s") or {}).get("backward") or [] for rank in ranks]
+        steps = min(len(b) for b in per_rank)
+        window = flags[len(ranks[0].get("warmup_step_s") or []):][:steps]
+        for kind, name in ((True, "synced"), (False, "no_sync")):
+            chosen = [i for i, synced in enumerate(window) if synced == kind]
+            if not chosen:
+                continue
+            for pick, which in ((max, "slowest"), (min, "last")):
+                found.setdefault(f"{which}_{name}", []).append(1000 * float(np.median(
+                    [pick(b[i] for b in per_rank) for i in chosen])))
+    keys = ("slowest_synced", "slowest_no_sync", "last_synced", "last_no_sync")
+    return {k: float(np.median(found[k])) if found.get(k) else float("nan") for k in keys}
+
+
+def in_process_ms(records: pd.DataFrame, label: str) -> float:
+    """The median of every iteration an alternate cell timed after its windows under
+    ``label``: ``bucket`` (the bare all_reduce) or ``bucket-round-trip`` (DDP's copy
+    in, divide, all_reduce, copy out)."""
+    times = [t for raw in records["raw"] for row in (raw or {}).get("comm") or []
+             if row["label"] == label for t in row["time_s"]]
+    return 1000 * float(np.median(times)) if times else float("nan")
+
+
 def allreduce_s(table: pd.DataFrame, nbytes: int) -> float:
     """The all_reduce time at ``nbytes`` from a comm cell's rows: the measured median, or
     log-log interpolation between the sizes timed."""
@@ -70,16 +121,18 @@ def allreduce_s(table: pd.DataFrame, nbytes: int) -> float:
 
 
 def ddp_check(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per checked DDP cell (CHECKED) that has an ok no_sync twin and a comm
-    cell of its accelerator, ranks, nodes and gradient dtype: its buckets, the backward
-    of both, the communication in training, the comm cell's figure, and their ratio."""
+    """One row per alternate cell (ALTERNATE) with its in-process all_reduce, and one
+    per checked DDP cell (CHECKED) that has an ok no_sync twin and a comm cell of its
+    accelerator, ranks, nodes and gradient dtype: its buckets, the backward of both
+    sides, the communication in training, the all_reduce figure, and their ratio."""
     if not len(records) or "strategy" not in records:
         return pd.DataFrame()
     df = latest(records)
     ok = df[df["status"] == "ok"]
     comm = comm_table(df)
     same = [f.name for f in fields(Cell) if f.name != "strategy" and f.name in ok]
-    rows = []
+    rows = [alternate_row(cell_id, cell)
+            for cell_id, cell in ok[ok["strategy"] == ALTERNATE].groupby("cell_id")]
     for cell_id, cell in ok[ok["strategy"].isin(list(CHECKED))].groupby("cell_id"):
         first = cell.iloc[0]
         twin = ok[(ok["strategy"] == NO_SYNC)
@@ -93,17 +146,39 @@ def ddp_check(records: pd.DataFrame) -> pd.DataFrame:
         buckets = list(first.get("effective_ddp_bucket_bytes") or [])
         if not len(twin) or not len(rows_here) or not buckets:
             continue
-        backward, free = backward_ms(cell), backward_ms(twin)
         predicted = 1000 * sum(allreduce_s(rows_here, int(b)) for b in buckets)
-        rows.append({"cell_id": cell_id, "overlap": CHECKED[first["strategy"]],
-                     "buckets": [int(b) for b in buckets], "backward_ms": backward,
-                     "no_sync_backward_ms": free, "training_comm_ms": backward - free,
-                     "comm_cell_ms": predicted,
-                     "ddp_timer_ms": pd.to_numeric(cell.get(  # records before it: NaN
-                         "effective_ddp_timer_comm_ms", pd.Series(dtype=float)),
-                         errors="coerce").median(),
-                     "ratio": (backward - free) / predicted if predicted > 0 else np.nan})
-    return pd.DataFrame(rows)
+        rows.append(check_row(cell_id, CHECKED[first["strategy"]], cell, backward_ms(cell),
+                              backward_ms(twin), predicted, "comm cell"))
+    return pd.DataFrame([r for r in rows if r is not None])
+
+
+def alternate_row(cell_id: str, cell: pd.DataFrame) -> dict[str, Any] | None:
+    backward = alternate_backward_ms(cell)
+    allreduce = in_process_ms(cell, "bucket")
+    if np.isnan(backward["slowest_synced"]) or np.isnan(allreduce):
+        return None
+    return check_row(cell_id, IN_ONE_PROCESS, cell, backward["slowest_synced"],
+                     backward["slowest_no_sync"], allreduce, "this cell, after its window",
+                     in_process_ms(cell, "bucket-round-trip"),
+                     backward["last_synced"] - backward["last_no_sync"])
+
+
+def check_row(cell_id: str, overlap: str, cell: pd.DataFrame, backward: float, free: float,
+              allreduce: float, source: str, round_trip: float = float("nan"),
+              last_rank: float = float("nan")) -> dict[str, Any]:
+    buckets = cell.iloc[0].get("effective_ddp_bucket_bytes")
+    comm = backward - free
+    return {"cell_id": cell_id, "overlap": overlap,
+            "buckets": [int(b) for b in buckets] if isinstance(buckets, list) else [],
+            "backward_ms": backward, "no_sync_backward_ms": free,
+            "training_comm_ms": comm, "allreduce_ms": allreduce,
+            "allreduce_from": source, "round_trip_ms": round_trip,
+            "last_rank_comm_ms": last_rank,
+            "ddp_timer_ms": pd.to_numeric(cell.get(  # records before it: NaN
+                "effective_ddp_timer_comm_ms", pd.Series(dtype=float)),
+                errors="coerce").median(),
+            "ratio": comm / allreduce if allreduce > 0 else np.nan,
+            "round_trip_ratio": last_rank / round_trip if round_trip > 0 else np.nan}
 
 
 def ddp_check_display(check: pd.DataFrame) -> pd.DataFrame:
@@ -115,8 +190,19 @@ def ddp_check_display(check: pd.DataFrame) -> pd.DataFrame:
                      "backward ms": fmt(r["backward_ms"]),
                      "no_sync backward ms": fmt(r["no_sync_backward_ms"]),
                      "in training ms": fmt(r["training_comm_ms"]),
-                     "comm cell ms": fmt(r["comm_cell_ms"]),
+                     "all_reduce ms": fmt(r["allreduce_ms"]),
+                     "all_reduce from": r["allreduce_from"],
                      "DDP's timer ms": fmt(r["ddp_timer_ms"]),
-                     "training / comm cell": fmt(r["ratio"], "x"),
-                     "agree": "yes" if abs(r["ratio"] - 1) <= AGREEMENT else "no"})
+                     "training / all_reduce": fmt(r["ratio"], "x"),
+                     "agree": agree(r["ratio"]),
+                     "round trip ms": fmt(r["round_trip_ms"]),
+                     "last rank in training ms": fmt(r["last_rank_comm_ms"]),
+                     "last rank / round trip": fmt(r["round_trip_ratio"], "x"),
+                     "agrees with round trip": agree(r["round_trip_ratio"])})
     return pd.DataFrame(rows)
+
+
+def agree(ratio: float) -> str:
+    if np.isnan(ratio):
+        return "-"
+    return "yes" if abs(ratio - 1) <= AGREEMENT else "no"

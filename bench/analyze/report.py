@@ -48,7 +48,7 @@ ENV_LINES = (("host", "hostname"), ("OS", "os"), ("CPU", "cpu_model"), ("GPUs", 
 
 # The report's sections that the terminal gets too (the rest are in the files).
 TERMINAL_SECTIONS = ("Fastest cells", "Where the time goes", "Lightning against its control",
-                     "Communication", "DDP communication: measured in training vs comm cell")
+                     "Communication", "DDP communication: measured in training vs all_reduce")
 
 
 def report_sections(summary: pd.DataFrame, skipped: pd.DataFrame,
@@ -81,7 +81,7 @@ def comm_sections(records: pd.DataFrame) -> list[Section]:
     training beside them (bench.analyze.ddp_check), when the run has them."""
     table, check = comm_display(comm_table(records)), ddp_check(records)
     return [*([Section("Communication", table, "", list(COMM_LEGEND))] if len(table) else []),
-            *([Section("DDP communication: measured in training vs comm cell",
+            *([Section("DDP communication: measured in training vs all_reduce",
                        ddp_check_display(check), "", list(DDP_CHECK_LEGEND))]
               if len(check) else [])]
 

@@ -29,8 +29,8 @@ ORDER = {
         "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
         for name in ((lightning,) if lightning in ("single", "raw")
                      else (lightning, f"engine-{lightning}")
-                     + (("engine-ddp_one_bucket", "engine-ddp_no_sync") if lightning == "ddp"
-                        else ()))),
+                     + (("engine-ddp_one_bucket", "engine-ddp_no_sync", "engine-ddp_alternate")
+                        if lightning == "ddp" else ()))),
     "precision": ("32-true", "16-mixed", "bf16-mixed", "bf16-true"),
 }
 

@@ -17,6 +17,7 @@ of the ranks' elapsed seconds, the figure nccl-tests reports."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -90,15 +91,40 @@ def time_collective(size: CommSize, dtype: torch.dtype, device: torch.device,
                     iterations: int, warmup: int) -> list[float]:
     """Seconds of each of ``iterations`` timed runs of the op (after ``warmup`` untimed
     ones), each the slowest rank's. A collective: every rank calls it alike."""
+    source, target = buffers(size, dtype, dist.get_world_size(), device)
+    return time_calls(lambda: run_op(size.op, source, target), device, iterations, warmup)
+
+
+def time_bucket_round_trip(nbytes: int, dtype: torch.dtype, device: torch.device,
+                           iterations: int, warmup: int) -> list[float]:
+    """What DDP's reducer does with a bucket of ``nbytes``, timed as a collective: the
+    gradients copied into the bucket, divided by the world size, all-reduced, copied
+    back out to the gradients."""
+    elements = nbytes // torch.empty((), dtype=dtype).element_size()
+    gradients = torch.ones(elements, dtype=dtype, device=device)
+    bucket = torch.empty_like(gradients)
     world = dist.get_world_size()
-    source, target = buffers(size, dtype, world, device)
+
+    def round_trip() -> None:
+        bucket.copy_(gradients)
+        bucket.div_(world)
+        dist.all_reduce(bucket)
+        gradients.copy_(bucket)
+
+    return time_calls(round_trip, device, iterations, warmup)
+
+
+def time_calls(call: Callable[[], None], device: torch.device, iterations: int,
+               warmup: int) -> list[float]:
+    """Seconds of each of ``iterations`` timed calls (after ``warmup`` untimed ones),
+    each the slowest rank's; every rank calls it alike."""
     slowest = torch.zeros(1, dtype=torch.float64, device=device)
     times = []
     for index in range(warmup + iterations):
         dist.barrier()
         _synchronize(device)
         started = time.perf_counter()
-        run_op(size.op, source, target)
+        call()
         _synchronize(device)
         slowest.fill_(time.perf_counter() - started)
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)

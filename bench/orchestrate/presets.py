@@ -21,7 +21,7 @@ else:  # pragma: no cover
 # A preset is a dict of axis lists (plus scalar settings shared by every cell).
 # Axes named in AXES are crossed; every other key is a plain Cell field.
 AXES = ("accelerator", "devices", "strategy", "precision", "batch_size", "loader", "compile",
-        "optimizer_impl", "mode", "matmul_precision", "channels_last")
+        "optimizer_impl", "mode", "matmul_precision", "channels_last", "malloc")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # What CI runs end to end: seconds per cell on two cores.
@@ -92,7 +92,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "comm": {"accelerator": "auto", "blocks": [
         {"mode": ["comm"], "strategy": ["ddp"], "devices": [1, "auto"],
          "precision": ["32-true", "bf16-true"], "steps": 5, "warmup_steps": 1},
-        {"strategy": ["engine-ddp", "engine-ddp_one_bucket", "engine-ddp_no_sync"],
+        {"strategy": ["engine-ddp", "engine-ddp_one_bucket", "engine-ddp_no_sync",
+                      "engine-ddp_alternate"],
          "devices": "auto", "precision": ["32-true"], "batch_size": [64],
          "loader": ["tensor"], "steps": 12, "warmup_steps": 3, "warmup": "fixed",
          "window": "fixed"},

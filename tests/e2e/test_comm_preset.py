@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench import record as rec
+from bench.execute.backends.engines import BARE_ALLREDUCES
 from bench.metrics import COMM_OPS
 
 pytestmark = pytest.mark.slow
@@ -21,17 +22,19 @@ GRADS = 157_629_512  # the model's fp32 gradients, bytes
 COMM_CELLS = ("cpu-1x-ddp-32-true-comm", "cpu-2x-ddp-32-true-comm")
 DDP_CELLS = ("cpu-2x-engine-ddp-32-true-bs64-tensor",
              "cpu-2x-engine-ddp_one_bucket-32-true-bs64-tensor",
-             "cpu-2x-engine-ddp_no_sync-32-true-bs64-tensor")
+             "cpu-2x-engine-ddp_no_sync-32-true-bs64-tensor",
+             "cpu-2x-engine-ddp_alternate-32-true-bs64-tensor")
 
 
 @pytest.fixture(scope="module")
 def comm_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """fp32 only: 1 timed iteration per (op, size) after 1; the DDP cells (the preset's
+    """fp32 only: 2 timed iterations per (op, size) after 1; the DDP cells (the preset's
     batch 64: a batch size given here would narrow the comm cells away) 1 warm-up step
-    and 1 measured (DDP rebuilds its buckets at the second)."""
+    and 2 measured (DDP rebuilds its buckets at the second; the alternate cell measures
+    one step of each kind)."""
     out = tmp_path_factory.mktemp("results")
     command = [sys.executable, "-m", "bench.run", "--matrix", "comm", "--precisions",
-               "32-true", "--steps", "1", "--warmup-steps", "1",
+               "32-true", "--steps", "2", "--warmup-steps", "1",
                "--warmup", "fixed", "--window", "fixed", "--wandb", "disabled",
                "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -60,7 +63,7 @@ def test_a_comm_cell_times_every_op_at_the_models_sizes(comm_run: dict, cell_id:
     assert len(rows) == (28 if world == 1 else 31)  # tests/bench/measure/test_collectives
     for row in rows:
         assert (row["world_size"], row["nodes"], row["dtype"]) == (world, 1, "float32")
-        assert len(row["time_s"]) == 1 and row["time_s"][0] > 0
+        assert len(row["time_s"]) == 2 and min(row["time_s"]) > 0
     grads = {r["op"]: r for r in rows if r["label"] == "grads"}
     assert {op: r["bytes"] for op, r in grads.items()} == dict.fromkeys(COMM_OPS, GRADS)
     metrics = record["metrics"]
@@ -83,10 +86,28 @@ def test_the_ddp_cells_log_their_buckets(comm_run: dict) -> None:
     assert no_sync["ddp_comm"] == "none"
 
 
+def test_the_alternate_cell_syncs_every_other_step_and_times_its_bucket(
+        comm_run: dict) -> None:
+    """Synced, then no_sync(), from the first warm-up step; after the window its one
+    bucket all-reduced in the same ranks, bare and through DDP's round trip, each
+    iteration's slowest rank."""
+    record = comm_run["records"]["cpu-2x-engine-ddp_alternate-32-true-bs64-tensor"]
+    effective = record["effective"]
+    assert (effective["ddp_comm"], effective["ddp_bucket_bytes"]) == ("alternate", [GRADS])
+    assert effective["ddp_step_synced"] == [True, False, True]
+    rows = record["raw"]["comm"]
+    assert [r["label"] for r in rows] == ["bucket", "bucket-round-trip"]
+    for timed in rows:
+        assert (timed["op"], timed["bytes"], timed["world_size"]) == ("all_reduce", GRADS, 2)
+        assert len(timed["time_s"]) == BARE_ALLREDUCES and min(timed["time_s"]) > 0
+
+
 def test_the_report_has_the_communication_table_and_the_ddp_check(comm_run: dict) -> None:
     report = (comm_run["dir"] / "report.md").read_text()
     assert "## Communication" in report
-    assert "## DDP communication: measured in training vs comm cell" in report
+    assert "## DDP communication: measured in training vs all_reduce" in report
     assert "2 ranks busbw GB/s" in report
-    assert "engine-ddp_one_bucket" in report.split("## DDP communication")[1]
+    check = report.split("## DDP communication")[1]
+    assert "engine-ddp_one_bucket" in check
+    assert "this cell, after its window" in check  # the alternate cell's row
     assert "Communication:" in comm_run["stdout"]  # bench.run prints it too

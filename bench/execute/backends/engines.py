@@ -16,6 +16,11 @@ from bench.measure.dtypes import dtypes
 from mnist_core.model import build_optimizer
 from strategies.registry import strategy_spec
 
+# The alternate DDP cell's timed all_reduces after its window, bare and through DDP's
+# round trip, each: a 150 MB one takes 0.15-0.3 s on 2 CPU ranks (gloo), a few
+# milliseconds over NVLink.
+BARE_ALLREDUCES = 7
+
 
 class Plain:
     """One module, one optimizer, torch's GradScaler for fp16."""
@@ -60,13 +65,21 @@ class Plain:
         """What the engine ran that its record's ``effective`` should say."""
         return {}
 
+    def after_window(self) -> list[dict[str, Any]]:
+        """What the engine measures once training's window is closed, off the clock, on
+        every rank alike: the rows of the record's ``raw.comm`` (none by default)."""
+        return []
+
 
 class DDP(Plain):
     """Lightning's DDPStrategy defaults (nothing set beyond the device), or a variant
     that isolates its communication (StrategySpec.ddp_comm): every gradient in one
-    bucket, reduced only once backward is done (no overlap), or every step under
+    bucket, reduced only once backward is done (no overlap); every step under
     ``no_sync()`` (no communication at all; the ranks' weights then drift apart,
-    which a throughput cell does not mind)."""
+    which a throughput cell does not mind); or one bucket with the steps alternately
+    synced and not, and after the window the bucket's bytes all-reduced bare in the
+    same process group: both sides of the DDP check in one process
+    (bench.analyze.ddp_check)."""
 
     name = "engine: DistributedDataParallel"
 
@@ -75,7 +88,8 @@ class DDP(Plain):
 
         comm = strategy_spec(self.cell.strategy).ddp_comm
         options: dict[str, Any] = {}
-        if comm == "one-bucket":  # a cap above the gradients' bytes: one bucket, first too
+        self.synced_steps: list[bool] = []  # per backward, warm-up included
+        if comm in ("one-bucket", "alternate"):  # a cap above the gradients: one bucket
             grads_mib = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
             options["bucket_cap_mb"] = math.ceil(grads_mib) + 1
         module = DistributedDataParallel(
@@ -86,21 +100,63 @@ class DDP(Plain):
         self.ddp = module
         return module
 
+    def backward(self, loss: torch.Tensor) -> None:
+        self.synced_steps.append(bool(self.ddp.require_backward_grad_sync))
+        super().backward(loss)
+
+    def step(self) -> None:
+        super().step()
+        if strategy_spec(self.cell.strategy).ddp_comm == "alternate":
+            # What no_sync() sets, for the next step's forward (where DDP reads it) and
+            # backward: every other step then communicates nothing.
+            self.ddp.require_backward_grad_sync = not self.synced_steps[-1]
+
+    def after_window(self) -> list[dict[str, Any]]:
+        """Alternate cells: the bucket's bytes, in this process group right after
+        training, as a comm cell times them (bench.measure.collectives): all-reduced
+        bare (label ``bucket``), and through DDP's round trip (label
+        ``bucket-round-trip``: copied in from gradients, divided by the world size,
+        all-reduced, copied back)."""
+        if strategy_spec(self.cell.strategy).ddp_comm != "alternate":
+            return []
+        from bench.measure.collectives import (
+            CommSize,
+            time_bucket_round_trip,
+            time_collective,
+        )
+
+        [nbytes] = self._bucket_bytes()  # one bucket
+        parameter = next(self.ddp.parameters())
+        dtype, device = parameter.dtype, parameter.device
+        timed = {"bucket": time_collective(CommSize("all_reduce", nbytes, "bucket"), dtype,
+                                           device, iterations=BARE_ALLREDUCES, warmup=1),
+                 "bucket-round-trip": time_bucket_round_trip(
+                     nbytes, dtype, device, iterations=BARE_ALLREDUCES, warmup=1)}
+        return [{"op": "all_reduce", "bytes": nbytes, "label": label,
+                 "dtype": str(dtype).removeprefix("torch."), "time_s": times,
+                 "world_size": torch.distributed.get_world_size(),
+                 "nodes": self.cell.num_nodes} for label, times in timed.items()]
+
+    def _bucket_bytes(self) -> list[int]:
+        buckets = self.ddp.reducer._get_zeros_like_grad_buckets()  # copies, once
+        return [b.buffer().numel() * b.buffer().element_size() for b in buckets]
+
     def effective(self) -> dict[str, Any]:
         """The communication variant, and the bytes of each bucket the reducer holds
         now: as it rebuilt them at the second step (by the order the gradients became
         ready), else as built (one bucket of every gradient; under no_sync nothing is
         rebuilt, or sent). (Its log says the same a step later, so not after 2 steps.)"""
-        buckets = self.ddp.reducer._get_zeros_like_grad_buckets()  # copies, once
         data = self.ddp._get_ddp_logging_data()
         # DDP's own timer of its buckets' reduction (first started to last done), in ns,
         # averaged over the steps it samples (its first 10, warm-up included, then one in
         # 100); absent where nothing was sent.
         comm_ns = data.get("avg_backward_comm_time")
         return {"ddp_comm": strategy_spec(self.cell.strategy).ddp_comm,
-                "ddp_bucket_bytes": [b.buffer().numel() * b.buffer().element_size()
-                                     for b in buckets],
-                "ddp_timer_comm_ms": comm_ns / 1e6 if comm_ns else None}
+                "ddp_bucket_bytes": self._bucket_bytes(),
+                "ddp_timer_comm_ms": comm_ns / 1e6 if comm_ns else None,
+                # alternate cells: which steps communicated (True) or ran as no_sync()
+                "ddp_step_synced": self.synced_steps
+                if strategy_spec(self.cell.strategy).ddp_comm == "alternate" else None}
 
 
 class FSDP(Plain):
@@ -164,6 +220,9 @@ class DeepSpeed:
 
     def effective(self) -> dict[str, Any]:
         return {}
+
+    def after_window(self) -> list[dict[str, Any]]:
+        return []
 
 
 def make_engine(cell: Cell, net: nn.Module, device: torch.device) -> Plain | DeepSpeed:

@@ -169,9 +169,10 @@ def _train(workload: Workload, ranks: Ranks) -> LoopResult:
         "master_params": master_parameter_bytes(engine.optimizer)}
     if compile_meter:
         compile_meter.training_done()
+    comm = engine.after_window()  # off the clock; the ledger counts it as teardown
     ledger.mark("eval_start")  # after the window, off the clock: the ledger times it
     outcome = evaluate(engine.module, data.val_dataloader(), device, engine.input_dtype,
-                       engine.autocast)
+                       engine.autocast) | ({"comm": comm} if comm else {})
     ledger.mark("eval_end")
     rank_raw.compile = compile_meter.result() if compile_meter else None
     return LoopResult(

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from bench import compare
@@ -100,15 +101,49 @@ def test_ddp_communication_in_training_is_set_against_the_comm_cell(tmp_path: Pa
     check = ddp_check(load_records(run)).set_index("cell_id")
     one = check.loc["cpu-2x-engine-ddp_one_bucket-32-true-bs64-tensor"]
     assert (one["training_comm_ms"], one["no_sync_backward_ms"]) == (150.0, 250.0)
-    assert one["comm_cell_ms"] == pytest.approx(150.0) and one["ratio"] == pytest.approx(1.0)
+    assert one["allreduce_ms"] == pytest.approx(150.0) and one["ratio"] == pytest.approx(1.0)
     assert one["ddp_timer_ms"] == 600.0  # DDP's own timer, as its record has it
     default = check.loc["cpu-2x-engine-ddp-32-true-bs64-tensor"]
     assert default["training_comm_ms"] == 40.0
-    assert default["comm_cell_ms"] == pytest.approx(20.0)
+    assert default["allreduce_ms"] == pytest.approx(20.0)
     assert default["ratio"] == pytest.approx(2.0)
     shown = ddp_check_display(ddp_check(load_records(run)))
     assert shown["agree"].tolist() == ["no", "yes"]  # engine-ddp first, as recorded
     assert shown["buckets"].tolist() == ["2: 9.54 MiB, 9.54 MiB", "1: 150 MiB"]
+
+
+def test_the_alternate_cell_checks_itself_in_one_process(tmp_path: Path) -> None:
+    """3 warm-up steps, then 7 measured: the flags start at the first warm-up step, so
+    the window's steps alternate no_sync, synced, ...; a stalled synced step does not
+    move the median. Synced 410 ms on the slower rank against 250 ms: 160 ms, set
+    against the same cell's bare all_reduce (0.16 s): 1.0x; rank 0, the last to reach
+    the all_reduce, 150 ms against the round trip (0.08 s). No comm cell is needed,
+    and the cell's own all_reduces stay out of the comm table."""
+    cell = Cell(strategy="engine-ddp_alternate", devices=2)
+    record = Record.new(cell, 0, "r", Status.OK, ENV)
+    flags = [True, False] * 5
+    ranks = [RankRaw(rank, [0.5] * 7, [0.0] * 7, 448, 3.5, warmup_step_s=[0.5] * 3,
+                     phase_s={"backward": [0.25, synced, 0.25, 9.0, 0.25, synced, 0.25]})
+             for rank, synced in ((0, 0.40), (1, 0.41))]
+    record.raw = Raw(ranks=ranks, comm=[
+        row("all_reduce", GRADS, [0.2, 0.16, 0.15], 2, "bucket"),
+        row("all_reduce", GRADS, [0.08, 0.09, 0.07], 2, "bucket-round-trip")])
+    record.metrics = {"samples_per_s": 100.0}
+    record.effective = {"world_size": 2, "param_dtype": "float32", "ddp_bucket_bytes": [GRADS],
+                        "ddp_step_synced": flags}
+    record.wall_s = 1.0
+    run = write(tmp_path / "run", [record.to_dict()])
+    [check] = ddp_check(load_records(run)).to_dict("records")
+    assert (check["backward_ms"], check["no_sync_backward_ms"]) == (pytest.approx(410.0), 250.0)
+    assert check["allreduce_ms"] == pytest.approx(160.0)
+    assert check["ratio"] == pytest.approx(1.0)
+    assert check["allreduce_from"] == "this cell, after its window"
+    assert check["round_trip_ms"] == pytest.approx(80.0)
+    assert check["last_rank_comm_ms"] == pytest.approx(150.0)  # rank 0: 400 - 250 ms
+    assert check["round_trip_ratio"] == pytest.approx(150.0 / 80.0)
+    [shown] = ddp_check_display(pd.DataFrame([check])).to_dict("records")
+    assert (shown["agree"], shown["agrees with round trip"]) == ("yes", "no")
+    assert comm_table(load_records(run)).empty
 
 
 def test_a_record_from_before_ddps_timer_shows_none(tmp_path: Path) -> None:
