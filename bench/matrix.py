@@ -16,6 +16,9 @@ WARMUP_MODES = ("steady", "fixed")  # bench.measure.warmup
 WINDOW_MODES = ("time", "fixed")  # bench.measure.window
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+# The host allocator (bench.execute.settings.apply_malloc): "system" as the process
+# starts; "retain": glibc keeps what it frees for reuse instead of returning it.
+MALLOC_MODES = ("system", "retain")
 
 
 # The fields a comm cell reads; the others are set to their defaults (COMM_FIXED: its
@@ -44,6 +47,7 @@ class Cell:
     compile: str = "none"
     matmul_precision: str = "highest"  # float32 matmuls: "high"/"medium" allow TF32 / bf16
     channels_last: bool = False
+    malloc: str = "system"  # MALLOC_MODES
     optimizer: str = "adam"
     optimizer_impl: str = "default"
     lr: float = 1e-3
@@ -95,7 +99,7 @@ class Cell:
     def _check_values(self) -> None:
         for name, valid in (("loader", LOADERS), ("compile", COMPILE_MODES), ("mode", MODES),
                             ("warmup", WARMUP_MODES), ("window", WINDOW_MODES),
-                            ("matmul_precision", MATMUL_PRECISIONS),
+                            ("matmul_precision", MATMUL_PRECISIONS), ("malloc", MALLOC_MODES),
                             ("optimizer", OPTIMIZERS), ("optimizer_impl", OPTIMIZER_IMPLS)):
             if getattr(self, name) not in valid:
                 raise MatrixError(
@@ -132,6 +136,8 @@ class Cell:
             parts.append(f"mm-{self.matmul_precision}")
         if self.channels_last:
             parts.append("cl")
+        if self.malloc != "system":
+            parts.append(f"malloc-{self.malloc}")
         if self.optimizer != "adam" or self.optimizer_impl != "default":
             parts.append(f"{self.optimizer}-{self.optimizer_impl}")
         if self.mode == "accuracy":

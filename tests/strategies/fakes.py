@@ -18,3 +18,4 @@ class FakeCell:
     optimizer: str = "adam"
     mode: str = "throughput"
     compile: str = "none"
+    malloc: str = "system"

@@ -56,6 +56,8 @@ def test_unknown_names_are_errors_listing_the_valid_ones(field: str, value: str,
      ONE_GPU, "own CPU Adam"),
     (FakeCell(strategy="ddp", devices=4), TORCHRUN_2, "launched with 2 processes"),
     (FakeCell(strategy="ddp", devices=1, num_nodes=2), CPU_BOX, "torchrun or SLURM"),
+    (FakeCell(malloc="retain"), Machine(2, 0, False, deepspeed=False, glibc=False),
+     "this C library is not glibc"),
 ])
 def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
     assert reason in (why_skipped(cell, machine) or "")
