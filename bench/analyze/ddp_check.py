@@ -16,9 +16,10 @@ minutes apart: on a machine whose load changes meanwhile they drift apart with i
 
 ``engine-ddp_alternate`` holds both sides in one process: one bucket, its steps
 alternately synced and under ``no_sync()`` (``effective.ddp_step_synced``), and after
-its window the bucket's bytes all-reduced bare in the same process group
-(``raw.comm``). Its row sets the synced steps' backward less the others' against that
-all_reduce: the same machine state on both sides, interleaved step by step."""
+its window the bucket's bytes all-reduced in the same process group, bare and through
+DDP's round trip (``raw.comm``). Its row sets the synced steps' backward less the
+others' against both: the same machine state on both sides, interleaved step by
+step."""
 
 from __future__ import annotations
 

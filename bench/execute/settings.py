@@ -42,12 +42,13 @@ def apply_process_settings(cell: Cell) -> dict[str, Any]:
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 RETAIN_TRIM_BYTES = 2**31 - 1  # mallopt takes a C int: keep up to 2 GiB free at the top
 
 
 def apply_malloc(mode: str) -> None:
-    """``retain``: from here on glibc serves every allocation from its heap (no mmap of
-    its own) and never trims the heap's top, so what a step frees, the next step
+    """``retain``: from here on glibc serves every allocation from its one heap (one
+    arena, no mmap of its own) and never trims the heap's top, so what a step frees, the next step
     reuses. By default glibc maps each allocation over its mmap threshold (at most 32
     MiB) fresh and unmaps it when freed; this model's two 79 MB weights then cost
     every CPU step their gradients and the optimizer's temporaries as new pages, each
@@ -59,7 +60,10 @@ def apply_malloc(mode: str) -> None:
         return
     mallopt = ctypes.CDLL(None).mallopt  # the process's C library
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    if not (mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, RETAIN_TRIM_BYTES)):
+    # One arena: a thread that finds the main arena busy would otherwise take another,
+    # whose heaps (64 MiB at most) cannot hold a large tensor, which glibc then maps.
+    if not (mallopt(M_ARENA_MAX, 1) and mallopt(M_MMAP_MAX, 0)
+            and mallopt(M_TRIM_THRESHOLD, RETAIN_TRIM_BYTES)):
         raise RuntimeError("glibc's mallopt refused malloc retain's settings")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,7 @@ LABELS = ("grads", "bucket", "zero-partition", "sweep")
 class CommSize:
     op: str  # bench.metrics.COMM_OPS
     bytes: int  # nccl-tests' size: the op's whole tensor
-    label: str  # LABELS
+    label: str  # LABELS (an alternate DDP cell adds "bucket-round-trip")
 
 
 def comm_sizes(param_count: int, element_size: int, world_size: int) -> list[CommSize]:
@@ -63,6 +64,14 @@ def comm_sizes(param_count: int, element_size: int, world_size: int) -> list[Com
                     by_bytes.setdefault(nbytes, label)
         found += [CommSize(op, nbytes, by_bytes[nbytes]) for nbytes in sorted(by_bytes)]
     return found
+
+
+def comm_row(size: CommSize, dtype: torch.dtype, times: list[float], world_size: int,
+             nodes: int) -> dict[str, Any]:
+    """One entry of a record's ``raw.comm``: the op at its size, and its timed seconds."""
+    return {"op": size.op, "bytes": size.bytes, "label": size.label,
+            "dtype": str(dtype).removeprefix("torch."), "time_s": times,
+            "world_size": world_size, "nodes": nodes}
 
 
 def buffers(size: CommSize, dtype: torch.dtype, world_size: int, device: torch.device

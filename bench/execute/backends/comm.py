@@ -16,7 +16,7 @@ import torch
 from bench.execute.launch import Ranks, start_ranks
 from bench.execute.workload import LoopResult, Workload
 from bench.measure import ledger
-from bench.measure.collectives import comm_sizes, time_collective
+from bench.measure.collectives import comm_row, comm_sizes, time_collective
 
 
 def buffer_dtype(precision: str) -> torch.dtype:
@@ -54,8 +54,6 @@ def _time_every_size(workload: Workload, ranks: Ranks) -> list[dict[str, Any]]:
     ledger.mark("training_start")
     for size in comm_sizes(params, element, ranks.world_size):
         times = time_collective(size, dtype, ranks.device, cell.steps, cell.warmup_steps)
-        rows.append({"op": size.op, "bytes": size.bytes, "label": size.label,
-                     "dtype": str(dtype).removeprefix("torch."), "time_s": times,
-                     "world_size": ranks.world_size, "nodes": cell.num_nodes})
+        rows.append(comm_row(size, dtype, times, ranks.world_size, cell.num_nodes))
     ledger.mark("training_end")
     return rows

@@ -86,9 +86,10 @@ class DDP(Plain):
     def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
-        comm = strategy_spec(self.cell.strategy).ddp_comm
+        comm = self.comm = strategy_spec(self.cell.strategy).ddp_comm
         options: dict[str, Any] = {}
         self.synced_steps: list[bool] = []  # per backward, warm-up included
+        self.bucket_sizes: list[int] | None = None  # read once the buckets are final
         if comm in ("one-bucket", "alternate"):  # a cap above the gradients: one bucket
             grads_mib = sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20
             options["bucket_cap_mb"] = math.ceil(grads_mib) + 1
@@ -106,7 +107,7 @@ class DDP(Plain):
 
     def step(self) -> None:
         super().step()
-        if strategy_spec(self.cell.strategy).ddp_comm == "alternate":
+        if self.comm == "alternate":
             # What no_sync() sets, for the next step's forward (where DDP reads it) and
             # backward: every other step then communicates nothing.
             self.ddp.require_backward_grad_sync = not self.synced_steps[-1]
@@ -117,10 +118,11 @@ class DDP(Plain):
         bare (label ``bucket``), and through DDP's round trip (label
         ``bucket-round-trip``: copied in from gradients, divided by the world size,
         all-reduced, copied back)."""
-        if strategy_spec(self.cell.strategy).ddp_comm != "alternate":
+        if self.comm != "alternate":
             return []
         from bench.measure.collectives import (
             CommSize,
+            comm_row,
             time_bucket_round_trip,
             time_collective,
         )
@@ -128,18 +130,25 @@ class DDP(Plain):
         [nbytes] = self._bucket_bytes()  # one bucket
         parameter = next(self.ddp.parameters())
         dtype, device = parameter.dtype, parameter.device
-        timed = {"bucket": time_collective(CommSize("all_reduce", nbytes, "bucket"), dtype,
-                                           device, iterations=BARE_ALLREDUCES, warmup=1),
-                 "bucket-round-trip": time_bucket_round_trip(
-                     nbytes, dtype, device, iterations=BARE_ALLREDUCES, warmup=1)}
-        return [{"op": "all_reduce", "bytes": nbytes, "label": label,
-                 "dtype": str(dtype).removeprefix("torch."), "time_s": times,
-                 "world_size": torch.distributed.get_world_size(),
-                 "nodes": self.cell.num_nodes} for label, times in timed.items()]
+        world = torch.distributed.get_world_size()
+        bare = CommSize("all_reduce", nbytes, "bucket")
+        round_trip = CommSize("all_reduce", nbytes, "bucket-round-trip")
+        return [
+            comm_row(bare, dtype, time_collective(
+                bare, dtype, device, iterations=BARE_ALLREDUCES, warmup=1),
+                world, self.cell.num_nodes),
+            comm_row(round_trip, dtype, time_bucket_round_trip(
+                nbytes, dtype, device, iterations=BARE_ALLREDUCES, warmup=1),
+                world, self.cell.num_nodes)]
 
     def _bucket_bytes(self) -> list[int]:
-        buckets = self.ddp.reducer._get_zeros_like_grad_buckets()  # copies, once
-        return [b.buffer().numel() * b.buffer().element_size() for b in buckets]
+        """The bytes of each bucket the reducer holds, read once (the read copies every
+        bucket) after training, when they are final."""
+        if self.bucket_sizes is None:
+            buckets = self.ddp.reducer._get_zeros_like_grad_buckets()
+            self.bucket_sizes = [b.buffer().numel() * b.buffer().element_size()
+                                 for b in buckets]
+        return self.bucket_sizes
 
     def effective(self) -> dict[str, Any]:
         """The communication variant, and the bytes of each bucket the reducer holds
@@ -151,12 +160,11 @@ class DDP(Plain):
         # averaged over the steps it samples (its first 10, warm-up included, then one in
         # 100); absent where nothing was sent.
         comm_ns = data.get("avg_backward_comm_time")
-        return {"ddp_comm": strategy_spec(self.cell.strategy).ddp_comm,
+        return {"ddp_comm": self.comm,
                 "ddp_bucket_bytes": self._bucket_bytes(),
                 "ddp_timer_comm_ms": comm_ns / 1e6 if comm_ns else None,
                 # alternate cells: which steps communicated (True) or ran as no_sync()
-                "ddp_step_synced": self.synced_steps
-                if strategy_spec(self.cell.strategy).ddp_comm == "alternate" else None}
+                "ddp_step_synced": self.synced_steps if self.comm == "alternate" else None}
 
 
 class FSDP(Plain):

@@ -60,8 +60,8 @@ from bench.execute.settings import apply_malloc
 apply_malloc(sys.argv[1])
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(2):  # 128 MiB: retained, the heap grows to hold it, then serves it again
-    torch.ones(2**25)
+for _ in range(10):  # 128 MiB: retained, the heap grows to hold it; within a few
+    torch.ones(2**25)  # allocations (as training's warm-up steps) it serves it again
 before = faults()
 for _ in range(5):
     torch.ones(2**25)  # allocated, written, freed
