@@ -130,6 +130,24 @@ def offload_sections(zero: dict[str, Any], stage: int, lr: float) -> dict[str, A
     return config
 
 
+# DeepSpeed's CPU communication backend JIT-compiles a shared-memory all_reduce when it
+# starts (deepspeed/comm/torch.py: TorchBackend builds the ShareMemCommBuilder op), and
+# only ``inference_all_reduce`` ever calls it: every collective of a ZeRO training step
+# goes through torch.distributed (gloo on CPU). Its C++ build is a minute or two on every
+# machine or environment it has not been built in, spent inside the first DeepSpeed cell.
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_inference_only_ops() -> None:
+    """Keep DeepSpeed from building an op no training step uses. DeepSpeed probes its
+    compatible ops once and keeps the dict in ``deepspeed.ops`` so that edits to it
+    persist; an op marked incompatible there is not built, and the backend falls back
+    to torch.distributed, as it does where the op cannot be built."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+
+
 def deepspeed_strategy(
     stage: int,
     offload: bool,
@@ -145,4 +163,5 @@ def deepspeed_strategy(
     """
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
+    skip_inference_only_ops()
     return DeepSpeedStrategy(config=deepspeed_config(stage, offload, precision, lr, batch_size))

@@ -199,8 +199,9 @@ class DeepSpeed:
     def __init__(self, cell: Cell, net: nn.Module, device: torch.device) -> None:
         import deepspeed
 
-        from strategies.deepspeed import deepspeed_config
+        from strategies.deepspeed import deepspeed_config, skip_inference_only_ops
 
+        skip_inference_only_ops()
         spec = strategy_spec(cell.strategy)
         config = deepspeed_config(spec.zero_stage or 1, spec.offload, cell.precision,
                                   lr=cell.lr, batch_size=cell.batch_size)
