@@ -31,6 +31,7 @@ from bench.analyze.scale_check import (
     check_cells,
     checks_table,
     one_device_inputs,
+    own_inputs,
     projection,
     projection_table,
     threads_per_rank,
@@ -144,9 +145,10 @@ def overlap_for(text: str, accelerator: str) -> float:
 
 def projection_inputs(summary: pd.DataFrame, records: pd.DataFrame, single: str | None,
                       paired: list[Inputs]) -> Inputs:
-    """The one-device cell the projection starts from."""
-    if single is None and paired:
-        return paired[0]
+    """The one-device single or raw cell the projection starts from."""
+    controls = [inputs for inputs in paired if inputs.strategy in ("single", "raw")]
+    if single is None and controls:
+        return controls[0]
     ones = summary[(summary["total_devices"] == 1) & summary["n"].gt(0)
                    & summary["strategy"].isin(["single", "raw"])]
     if single is not None:
@@ -170,15 +172,22 @@ def load(runs: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def assumptions(inputs: Inputs, links: Links, overlap: float) -> list[str]:
+def step_in_words(inputs: Inputs) -> str:
+    return (f"step {sum(inputs.phases_s.values()) * 1000:.1f} ms = "
+            + " + ".join(f"{p} {s * 1000:.1f}" for p, s in inputs.phases_s.items()))
+
+
+def assumptions(inputs: Inputs, own: dict[str, Inputs], links: Links, overlap: float
+                ) -> list[str]:
     """What the projection assumes, in words: the inputs, the links and their sources,
     the overlap, what each strategy sends."""
     lines = [f"inputs: {inputs.cell_id} ({inputs.accelerator}, batch {inputs.batch_size} per "
-             f"device, {inputs.threads} thread(s) per rank): step "
-             f"{sum(inputs.phases_s.values()) * 1000:.1f} ms = "
-             + " + ".join(f"{p} {s * 1000:.1f}" for p, s in inputs.phases_s.items())
-             + f"; gradients {inputs.gradient_bytes / 1e6:.1f} MB ({inputs.bytes_from})",
-             f"overlap: {overlap:g} of a phase's compute may hide the collectives assigned to it"]
+             f"device, {inputs.threads} thread(s) per rank): {step_in_words(inputs)}; "
+             f"gradients {inputs.gradient_bytes / 1e6:.1f} MB ({inputs.bytes_from})"]
+    lines += [f"{plan} from its own strategy on one device, {start.cell_id}: "
+              f"{step_in_words(start)}" for plan, start in own.items()]
+    lines += [f"overlap: {overlap:g} of a phase's compute may hide the collectives "
+              "assigned to it"]
     for scope, key, found in (("within a node", "intra", links.intra),
                               ("across nodes", "inter", links.inter)):
         if found is None:
@@ -210,20 +219,22 @@ def main(argv: list[str] | None = None) -> int:
         checks = check_cells(summary, records, links, overlap)
         inputs = projection_inputs(summary, records, args.single,
                                    [c.inputs for c in checks if c.predicted and c.inputs])
+        own = own_inputs(summary, records, inputs)
         predictions = projection(inputs, devices, links, args.devices_per_node,
-                                 overlap[inputs.accelerator])
+                                 overlap[inputs.accelerator], own)
     except (ScaleError, LinkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sections = [
         Section("Scaling projection (a model, not a measurement)",
                 projection_table(predictions), "Nothing to project.",
-                assumptions(inputs, links, overlap[inputs.accelerator])),
+                assumptions(inputs, own, links, overlap[inputs.accelerator])),
         Section("Predicted against measured (out of sample)", checks_table(checks),
                 "The runs hold no multi-device cell of a modelled strategy.",
                 [error_note(checks_table(checks)),
-                 "each check predicts a cell from the one-device cell of its workload at the "
-                 "same threads per rank and the links chosen; the cell itself is no input"])]
+                 "each check predicts a cell from a one-device cell of its workload at the "
+                 "same threads per rank (its own strategy's where the runs have one, else "
+                 "its control's) and the links chosen; the cell itself is no input"])]
     print("THIS IS A MODEL, NOT A MEASUREMENT. Its formula:")
     print(FORMULA)
     for section in sections:
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:  # the plot's lines run from one device through the checked cells' counts
         counts = {1, *devices, *(c.predicted.devices for c in checks if c.predicted)}
         lines = projection(inputs, sorted(counts), links, args.devices_per_node,
-                           overlap[inputs.accelerator])
+                           overlap[inputs.accelerator], own)
         write_pages(Path(args.out), args, sections, lines, checks)
     return 0
 

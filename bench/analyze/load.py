@@ -66,6 +66,8 @@ def load_records(path: str | Path) -> pd.DataFrame:
     for name in (*RECORD_COLUMNS, *STORED_NAMES):
         if name not in df:
             df[name] = None
+    if len(df):  # a record from before the malloc axis ran glibc's allocator as it starts
+        df["malloc"] = df.get("malloc", pd.Series(index=df.index, dtype=object)).fillna("system")
     df["raw"] = pd.Series(raws, index=df.index, dtype=object)
     df["ledger"] = pd.Series(ledgers, index=df.index, dtype=object)
     for name, values in ledger_metrics(ledgers).items():
@@ -96,5 +98,8 @@ def ledger_metrics(ledgers: list[dict[str, Any] | None]) -> dict[str, list[float
 
 
 def latest(df: pd.DataFrame) -> pd.DataFrame:
-    """Keep the last record per (cell, repeat): a resumed run appends a newer one."""
-    return df.drop_duplicates(["cell_id", "repeat"], keep="last")
+    """Keep the last record per (run, cell, repeat): a resumed run appends a newer one
+    under its own run id. Records of other runs loaded together (bench.scale pools
+    several) are other measurements, and all stay."""
+    keys = ["run_id", "cell_id", "repeat"] if "run_id" in df else ["cell_id", "repeat"]
+    return df.drop_duplicates(keys, keep="last")

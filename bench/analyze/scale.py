@@ -106,15 +106,21 @@ def plans(gradient_bytes: float) -> dict[str, Plan]:
     }
 
 
+# Each plan's Lightning strategy; its engine control is the same name after "engine-".
+# Offloaded ZeRO is not here: its optimizer runs on the CPU, which the model leaves out.
+PLAN_STRATEGIES = {"ddp": "ddp", "fsdp": "fsdp", "zero-1": "deepspeed_stage_1",
+                   "zero-2": "deepspeed_stage_2", "zero-3": "deepspeed_stage_3"}
+
+
 def plan_of(strategy: str) -> str | None:
     """The plan that models a cell's strategy (Lightning's or its engine control)."""
     name = strategy.removeprefix("engine-")
-    if name in ("ddp", "fsdp"):
-        return name
-    for stage in (1, 2, 3):
-        if name == f"deepspeed_stage_{stage}":
-            return f"zero-{stage}"
-    return None  # single, raw, and offload (the optimizer runs on the CPU: not modelled)
+    return next((plan for plan, lightning in PLAN_STRATEGIES.items() if lightning == name), None)
+
+
+def strategy_of(plan: str, engine: bool) -> str:
+    """The strategy a plan models: Lightning's, or its engine control's."""
+    return ("engine-" if engine else "") + PLAN_STRATEGIES[plan]
 
 
 @dataclass(frozen=True)

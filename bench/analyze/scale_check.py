@@ -4,8 +4,10 @@ cell's own record is never an input, not even for its byte count).
 
 A checked cell's inputs are the one-device cell of the same workload (accelerator,
 precision, batch size per rank, loader, compile, optimizer, mode) at the same threads
-per rank (the records' effective block): its control (raw for an engine-* cell,
-single for a Lightning one) where it ran, else the other."""
+per rank (the records' effective block): the same strategy on one device where it ran
+(a sharded engine's own copies, flat buffers and master weights are then in its
+phases, on one rank), else its control (raw for an engine-* cell, single for a
+Lightning one), else the other."""
 
 from __future__ import annotations
 
@@ -15,7 +17,15 @@ from typing import Any
 import pandas as pd
 
 from bench.analyze.links import Link, LinkError
-from bench.analyze.scale import Network, Prediction, plan_of, plans, predict
+from bench.analyze.scale import (
+    PLAN_STRATEGIES,
+    Network,
+    Prediction,
+    plan_of,
+    plans,
+    predict,
+    strategy_of,
+)
 from bench.analyze.summary import WORKLOAD_FIELDS
 from bench.analyze.tables import fmt
 from bench.metrics import PHASES
@@ -40,6 +50,7 @@ class Links:
 @dataclass(frozen=True)
 class Inputs:
     cell_id: str  # the one-device cell whose phases these are
+    strategy: str  # its strategy: single, raw, or the checked cell's own on one device
     accelerator: str
     phases_s: dict[str, float]  # per step
     batch_size: int
@@ -87,12 +98,14 @@ def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[s
                       threads: int | None, exclude: str | None = None) -> Inputs | str:
     """The inputs for a cell like ``like`` at ``threads`` per rank, or why there are none."""
     fixed = [f for f in WORKLOAD_FIELDS if f in summary and f in like]
+    own = str(like.get("strategy", ""))
     same = summary[(summary["total_devices"] == 1) & summary["n"].gt(0)
-                   & summary["strategy"].isin(["single", "raw"])]
+                   & summary["strategy"].isin(["single", "raw", own])]
     for f in fixed:
         same = same[same[f] == like[f]]
     if same.empty:
-        return (f"no one-device single or raw cell of the same workload ({like.get('precision')}, "
+        return (f"no one-device {own}, single or raw cell of the same workload "
+                f"({like.get('precision')}, "
                 f"batch {like.get('batch_size')} per rank, loader {like.get('loader')})")
     counts = threads_per_rank(records)
     at_threads = same[[counts.get(c) == threads for c in same["cell_id"]]]
@@ -100,14 +113,15 @@ def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[s
         seen = ", ".join(f"{c} {counts.get(c)}" for c in same["cell_id"])
         return (f"threads per rank differ: this cell {threads}, the one-device cells {seen} "
                 f"(run them at {threads}, e.g. under taskset -c 0)")
-    control = "raw" if str(like.get("strategy", "")).startswith("engine-") else "single"
-    ordered = sorted(at_threads.to_dict("records"), key=lambda r: r["strategy"] != control)
+    control = "raw" if own.startswith("engine-") else "single"
+    ordered = sorted(at_threads.to_dict("records"),
+                     key=lambda r: (r["strategy"] != own, r["strategy"] != control))
     for row in ordered:
         phases = phases_s(row)
         grads = gradient_bytes(records, row["precision"], exclude)
         if phases and grads:
-            return Inputs(row["cell_id"], row["accelerator"], phases, int(row["batch_size"]),
-                          threads, *grads)
+            return Inputs(row["cell_id"], row["strategy"], row["accelerator"], phases,
+                          int(row["batch_size"]), threads, *grads)
     return "the one-device cells lack step phases, or no record counted the model's bytes"
 
 
@@ -176,15 +190,35 @@ def checks_table(checks: list[Check]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def own_inputs(summary: pd.DataFrame, records: pd.DataFrame, inputs: Inputs
+               ) -> dict[str, Inputs]:
+    """Each plan's own strategy on one device, of the workload and threads of
+    ``inputs``, where the runs hold one: the engine control when ``inputs`` is raw and
+    Lightning's strategy when it is single, else the other (Lightning's FSDP and
+    DeepSpeed do not run on CPU, their engines do)."""
+    row = summary[summary["cell_id"] == inputs.cell_id].iloc[0].to_dict()
+    found = {}
+    for plan in PLAN_STRATEGIES:
+        for engine in (inputs.strategy == "raw", inputs.strategy != "raw"):
+            like = row | {"strategy": strategy_of(plan, engine)}
+            own = one_device_inputs(summary, records, like, inputs.threads)
+            if isinstance(own, Inputs) and own.strategy == like["strategy"]:
+                found[plan] = own
+                break
+    return found
+
+
 def projection(inputs: Inputs, devices: list[int], links: Links, devices_per_node: int,
-               overlap: float) -> list[Prediction]:
-    """Every modelled strategy at every device count (plans' order, then devices)."""
+               overlap: float, own: dict[str, Inputs] | None = None) -> list[Prediction]:
+    """Every modelled strategy at every device count (plans' order, then devices), each
+    from its own one-device cell where ``own`` has one, else from ``inputs``."""
     predictions = []
     for plan in plans(inputs.gradient_bytes).values():
+        start = (own or {}).get(plan.name, inputs)
         for n in devices:
             per_node = min(n, devices_per_node)
             net = links.network(per_node, n // per_node)
-            predictions.append(predict(plan, inputs.phases_s, inputs.batch_size, n, net,
+            predictions.append(predict(plan, start.phases_s, start.batch_size, n, net,
                                        overlap))
     return predictions
 

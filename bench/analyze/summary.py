@@ -18,7 +18,7 @@ from bench.metrics import (
 
 # Two cells run "the same workload" when these match; only the device count and strategy differ.
 WORKLOAD_FIELDS = ("accelerator", "precision", "batch_size", "loader", "compile", "optimizer",
-                   "optimizer_impl", "mode")
+                   "optimizer_impl", "mode", "malloc")
 BASELINE_PREFER = ("loader", "compile", "optimizer", "optimizer_impl", "mode")
 # Natural reading order (cheapest first) rather than alphabetical: single before ddp.
 ORDER = {

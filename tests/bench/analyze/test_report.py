@@ -120,6 +120,15 @@ def test_load_records_flattens(run_dir: Path) -> None:
     assert df.loc[0, "peak_mem_mb"] == 1010.0  # RSS on CPU
 
 
+def test_latest_keeps_a_resumed_runs_newer_record_and_every_other_runs(tmp_path: Path) -> None:
+    first, resumed = make_record(sps=100.0), make_record(sps=120.0)  # same run, cell, repeat
+    other = make_record(sps=90.0) | {"run_id": "run-b"}  # another run of the same cell
+    df = pd.concat([load.load_records(write_run(tmp_path / "a", [first, resumed])),
+                    load.load_records(write_run(tmp_path / "b", [other]))], ignore_index=True)
+    assert sorted(load.latest(df)["samples_per_s"]) == [90.0, 120.0]
+    assert set(df["malloc"]) == {"system"}  # records from before the axis: glibc as it starts
+
+
 def test_summary_golden(run_dir: Path) -> None:
     summary = summaries.summarize(load.load_records(run_dir)).set_index("cell_id")
     assert list(summary.index) == [BASE, ACC, BF16, DDP1, DDP2, DDP4, FSDP2, FAILED, SKIPPED]

@@ -21,10 +21,12 @@ DDP, ZERO1 = "cpu-2x-ddp-32-true-bs64-tensor", "cpu-2x-engine-deepspeed_stage_1-
 
 
 def record(strategy: str, devices: int, sps: float, threads: int,
-           params: int | None = None) -> dict[str, Any]:
-    """A record whose one-device step is 0.4 s in PHASES_MS, at ``threads`` per rank."""
+           params: int | None = None, optimizer_ms: float | None = None) -> dict[str, Any]:
+    """A record whose one-device step is 0.4 s in PHASES_MS (or with another optimizer
+    phase), at ``threads`` per rank."""
+    phases = PHASES_MS | ({"optimizer": optimizer_ms} if optimizer_ms else {})
     made = make_record(strategy, devices, sps=sps,
-                       **{f"step_{p}_ms": ms for p, ms in PHASES_MS.items()})
+                       **{f"step_{p}_ms": ms for p, ms in phases.items()})
     made["effective"]["num_threads"] = threads
     for rank in made["raw"]["ranks"]:
         rank["model_state_bytes"] = {"params": params} if params else None
@@ -80,6 +82,28 @@ def test_each_cell_is_predicted_from_its_control_out_of_sample(
     assert checks[ZERO1][1:6] == ["zero-1", RAW, "364", "350", "+3.9%"]  # 128 / 0.352
     assert "offload" not in out.split("Predicted against measured")[1]  # not modelled
     assert f"errors (predicted / measured samples/s - 1): {DDP} +6.1%, {ZERO1} +3.9%" in out
+
+
+def test_a_strategy_run_on_one_device_is_its_own_input(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # ZeRO-1's engine on one rank: its flat copies and fp32 master weights make its
+    # optimizer phase 300 ms against raw's 100 ms
+    own = "cpu-1x-engine-deepspeed_stage_1-32-true-bs64-tensor"
+    both = write_run(tmp_path / "both", [
+        record("engine-deepspeed_stage_1", 1, 106.7, 1, optimizer_ms=300.0)])
+    code, out, _ = scale(capsys, str(run), str(both), "--link", "measured",
+                         "--comm-csv", str(write_comm_csv(tmp_path / "comm.csv")))
+    assert code == 0
+    checks = rows_of(out, "Predicted against measured (out of sample)")
+    # 0.3 + 0.3 / 2 (its optimizer, sharded) + reduce_scatter 1 ms + all_gather 1 ms
+    assert checks[ZERO1][1:6] == ["zero-1", own, "283", "350", "-19.1%"]  # 128 / 0.452
+    assert checks[DDP][2] == SINGLE  # no ddp on one device: its control
+    # the projection starts from a control; zero-1 from its own cell (the engine's, as
+    # Lightning's DeepSpeed did not run)
+    assert f"inputs: {SINGLE} (cpu, batch 64 per device" in out
+    assert (f"zero-1 from its own strategy on one device, {own}: step 600.0 ms = data 0.0 + "
+            "forward 100.0 + backward 200.0 + optimizer 300.0 + rest 0.0") in out
+    assert out.count("from its own strategy on one device") == 1  # the others: from single
 
 
 def test_the_projection_covers_every_strategy_at_every_device_count(
