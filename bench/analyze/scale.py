@@ -85,7 +85,11 @@ def plans(gradient_bytes: float) -> dict[str, Plan]:
                 Collective("all_gather", unit, BIG_LAYERS, hide_backward),
                 Collective("reduce_scatter", unit, BIG_LAYERS, hide_backward))
 
-    zero_12 = (Collective("reduce_scatter", gradient_bytes, 1, None),
+    # DeepSpeed's stages 1-2 reduce each rank's gradient partition with an all_reduce of
+    # its bucket, not a reduce_scatter (stage_1_and_2.py: average_tensor, under the
+    # default use_multi_rank_bucket_allreduce); wrapping torch.distributed's collectives
+    # in a 2-rank engine shows all_reduce and all_gather_into_tensor, no reduce_scatter.
+    zero_12 = (Collective("all_reduce", gradient_bytes, 1, None),
                Collective("all_gather", gradient_bytes, 1, None))
     return {
         "ddp": Plan("ddp", (Collective("all_reduce", unit, BIG_LAYERS, "backward"),), False,
@@ -95,9 +99,11 @@ def plans(gradient_bytes: float) -> dict[str, Plan]:
                      f"per unit ({BIG_LAYERS}, the big Linear layers): all_gather in forward "
                      "and in backward, reduce_scatter in backward, prefetched (overlapped "
                      "with the phase)"),
-        "zero-1": Plan("zero-1", zero_12, True, "reduce_scatter of the gradients after "
-                       "backward, all_gather of the updated parameters after the step; "
-                       "DeepSpeed's overlap_comm is off for stages 1-2: not overlapped"),
+        "zero-1": Plan("zero-1", zero_12, True, "all_reduce of the gradients after "
+                       "backward (DeepSpeed's default use_multi_rank_bucket_allreduce: an "
+                       "all_reduce where ZeRO's paper has a reduce_scatter), all_gather of "
+                       "the updated parameters after the step; DeepSpeed's overlap_comm is "
+                       "off for stages 1-2: not overlapped"),
         "zero-2": Plan("zero-2", zero_12, True, "as ZeRO-1 (gradients partitioned in "
                        "backward; the same bytes on the wire)"),
         "zero-3": Plan("zero-3", gathered("forward", "backward"), True,
