@@ -99,12 +99,13 @@ def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[s
     """The inputs for a cell like ``like`` at ``threads`` per rank, or why there are none."""
     fixed = [f for f in WORKLOAD_FIELDS if f in summary and f in like]
     own = str(like.get("strategy", ""))
+    candidates = list(dict.fromkeys((own, "single", "raw")))  # own may be single or raw
     same = summary[(summary["total_devices"] == 1) & summary["n"].gt(0)
-                   & summary["strategy"].isin(["single", "raw", own])]
+                   & summary["strategy"].isin(candidates)]
     for f in fixed:
         same = same[same[f] == like[f]]
     if same.empty:
-        return (f"no one-device {own}, single or raw cell of the same workload "
+        return (f"no one-device {', '.join(candidates)} cell of the same workload "
                 f"({like.get('precision')}, "
                 f"batch {like.get('batch_size')} per rank, loader {like.get('loader')})")
     counts = threads_per_rank(records)
