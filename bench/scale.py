@@ -20,10 +20,18 @@ from pathlib import Path
 import pandas as pd
 
 from bench.analyze.comm import comm_table
-from bench.analyze.links import LINKS, OPS, Link, LinkError, measured_links, named_link
+from bench.analyze.links import (
+    LINKS,
+    OPS,
+    Link,
+    LinkError,
+    measured_links,
+    named_link,
+    one_rank_costs,
+)
 from bench.analyze.load import load_records, records_path
 from bench.analyze.pages import Section, html_page, markdown_page
-from bench.analyze.scale import FORMULA, Prediction, plans
+from bench.analyze.scale import FORMULA, Plan, Prediction, plans
 from bench.analyze.scale_check import (
     Check,
     Inputs,
@@ -34,6 +42,7 @@ from bench.analyze.scale_check import (
     own_inputs,
     projection,
     projection_table,
+    start_phases,
     threads_per_rank,
 )
 from bench.analyze.summary import summarize
@@ -128,7 +137,7 @@ def level(name: str, frame: pd.DataFrame | None, across_nodes: bool
 def choose_links(args: argparse.Namespace, frame: pd.DataFrame | None) -> Links:
     intra, why_intra = level(args.intra_link or args.link, frame, across_nodes=False)
     inter, why_inter = level(args.link, frame, across_nodes=True)
-    return Links(intra, inter, {"intra": why_intra, "inter": why_inter})
+    return Links(intra, inter, {"intra": why_intra, "inter": why_inter}, one_rank_costs(frame))
 
 
 def overlap_for(text: str, accelerator: str) -> float:
@@ -177,6 +186,21 @@ def step_in_words(inputs: Inputs) -> str:
             + " + ".join(f"{p} {s * 1000:.1f}" for p, s in inputs.phases_s.items()))
 
 
+def one_rank_words(plan: Plan, start: Inputs, links: Links) -> str:
+    """What was taken out of a plan's own one-device cell: the collectives its strategy
+    calls on one rank too, or why they stay in."""
+    ops = [c.op for c in plan.sends if c.on_one_rank]
+    if not ops:
+        return ""
+    _, taken = start_phases(plan, start, links)
+    if taken:
+        sources = "; ".join(links.one_rank[op].source for op in ops if op in links.one_rank)
+        return (f"; less its {', '.join(ops)} on one rank, {taken * 1000:.1f} ms a step "
+                f"({sources})")
+    return (f"; its {', '.join(ops)} on one rank stays in (no comm cell of one rank to "
+            "cost it)")
+
+
 def assumptions(inputs: Inputs, own: dict[str, Inputs], links: Links, overlap: float
                 ) -> list[str]:
     """What the projection assumes, in words: the inputs, the links and their sources,
@@ -184,8 +208,10 @@ def assumptions(inputs: Inputs, own: dict[str, Inputs], links: Links, overlap: f
     lines = [f"inputs: {inputs.cell_id} ({inputs.accelerator}, batch {inputs.batch_size} per "
              f"device, {inputs.threads} thread(s) per rank): {step_in_words(inputs)}; "
              f"gradients {inputs.gradient_bytes / 1e6:.1f} MB ({inputs.bytes_from})"]
-    lines += [f"{plan} from its own strategy on one device, {start.cell_id}: "
-              f"{step_in_words(start)}" for plan, start in own.items()]
+    every = plans(inputs.gradient_bytes)
+    for plan, start in own.items():
+        lines.append(f"{plan} from its own strategy on one device, {start.cell_id}: "
+                     f"{step_in_words(start)}{one_rank_words(every[plan], start, links)}")
     lines += [f"overlap: {overlap:g} of a phase's compute may hide the collectives "
               "assigned to it"]
     for scope, key, found in (("within a node", "intra", links.intra),
@@ -196,7 +222,7 @@ def assumptions(inputs: Inputs, own: dict[str, Inputs], links: Links, overlap: f
         for link in dict.fromkeys(found.values()):
             lines.append(f"link {scope}: {link.name}, {link.gbps:.3g} GB/s per direction, "
                          f"alpha {link.latency_s * 1e6:.3g} us ({link.source})")
-    lines += [f"{plan.name}: {plan.about}" for plan in plans(inputs.gradient_bytes).values()]
+    lines += [f"{plan.name}: {plan.about}" for plan in every.values()]
     return lines
 
 

@@ -111,3 +111,36 @@ def measured_links(frame: pd.DataFrame, across_nodes: bool) -> dict[str, Link]:
     if "all_reduce" not in fitted:
         raise LinkError(f"the comm cells measured no all_reduce {scope}")
     return {op: fitted.get(op, fitted["all_reduce"]) for op in OPS}
+
+
+def one_rank_costs(frame: pd.DataFrame | None) -> dict[str, Link]:
+    """What each collective costs on a world of one rank, where nothing is sent but the
+    backend still copies the buffer: time_s = alpha + bytes / bandwidth, fitted from the
+    comm cells of one rank (the comm preset runs them). Empty without such cells. A
+    strategy that calls a collective even on one rank (DeepSpeed's ZeRO-3 its
+    reduce_scatter) has that cost in its one-device cell's phases already."""
+    if frame is None:
+        return {}
+    rows = frame[frame["world_size"].astype(int) == 1]
+    costs = {}
+    for op in OPS:
+        mine = rows[rows["op"] == op]
+        if mine["bytes"].nunique() < 2:
+            continue
+        nbytes = mine["bytes"].to_numpy(dtype=float)
+        time_s = mine["time_s"].to_numpy(dtype=float)
+        slope, alpha = np.polyfit(nbytes, time_s, 1)
+        if slope <= 0:
+            continue
+        if alpha < 0:  # through the origin instead, as fit_link does
+            alpha, slope = 0.0, float(nbytes @ time_s / (nbytes @ nbytes))
+        cells = ", ".join(sorted(set(mine["cell_id"])))
+        costs[op] = Link(f"measured {op} on one rank", 1 / slope / GB, float(alpha),
+                         f"fitted from {len(mine)} sizes {int(nbytes.min())}-"
+                         f"{int(nbytes.max())} B of {cells}")
+    return costs
+
+
+def one_rank_time_s(link: Link, nbytes: float) -> float:
+    """One call of a collective on a world of one: a copy of ``nbytes``."""
+    return link.latency_s + nbytes / (link.gbps * GB)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.analyze.links import Link, ring_factors
+from bench.analyze.links import Link, one_rank_time_s, ring_factors
 
 FORMULA = """\
 ring(op, n, S, link) = steps x alpha + share x S / bandwidth   (alpha: latency per step)
@@ -21,6 +21,8 @@ across M nodes of G devices (one NIC of the inter-node link per device):
 step(N) = data + forward + backward + rest + optimizer (/N where sharded) + exposed
 exposed = sum over phases of max(comm - overlap x phase, one call) (the last call
     waits for the phase's end); comm with no phase to hide behind is all exposed
+a strategy's own one-device cell as input: less the collectives it calls on one rank
+    too (ZeRO-3's reduce_scatter), at their one-rank cost from the comm cells of one rank
 samples/s = N x batch per device / step(N); efficiency = step(1) / step(N)"""
 
 # 99.8% of the model's parameters sit in two Linear layers of 19.7 M each
@@ -43,6 +45,9 @@ class Collective:
     nbytes: float  # one call's message (nccl-tests' size)
     calls: int
     hides_behind: str | None  # the step phase it may overlap with; None: always exposed
+    # Called on a world of one rank too, so a one-device cell of the strategy holds it
+    # already (as a copy of the buffer) in the phase it hides behind.
+    on_one_rank: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,25 +85,31 @@ def plans(gradient_bytes: float) -> dict[str, Plan]:
     """The collectives of each strategy for a model of ``gradient_bytes``."""
     unit = gradient_bytes / BIG_LAYERS
 
-    def gathered(hide_forward: str | None, hide_backward: str | None) -> tuple[Collective, ...]:
-        return (Collective("all_gather", unit, BIG_LAYERS, hide_forward),
-                Collective("all_gather", unit, BIG_LAYERS, hide_backward),
-                Collective("reduce_scatter", unit, BIG_LAYERS, hide_backward))
-
     # DeepSpeed's stages 1-2 reduce each rank's gradient partition with an all_reduce of
     # its bucket, not a reduce_scatter (stage_1_and_2.py: average_tensor, under the
     # default use_multi_rank_bucket_allreduce); wrapping torch.distributed's collectives
     # in a 2-rank engine shows all_reduce and all_gather_into_tensor, no reduce_scatter.
     zero_12 = (Collective("all_reduce", gradient_bytes, 1, None),
                Collective("all_gather", gradient_bytes, 1, None))
+    # DeepSpeed's stage 3 keeps a gathered parameter until its use in backward when that
+    # use comes within stage3_max_reuse_distance parameters (1e9 by default; this model
+    # has 39.4 M), so it gathers once a step, in forward (the two big layers in one
+    # prefetch bucket), and reduces the gradients in one reduce_scatter in backward (one
+    # reduce bucket); wrapped, a 2-rank engine's step shows one all_gather_into_tensor
+    # of all the parameters (and 12 small ones), one reduce_scatter_tensor of all the
+    # gradients. On one rank it skips the all_gather but still calls the reduce_scatter.
+    zero_3 = (Collective("all_gather", gradient_bytes, 1, "forward"),
+              Collective("reduce_scatter", gradient_bytes, 1, "backward", on_one_rank=True))
     return {
         "ddp": Plan("ddp", (Collective("all_reduce", unit, BIG_LAYERS, "backward"),), False,
                     f"all_reduce of the gradients in {BIG_LAYERS} buckets (one per big "
                     "Linear layer, each over DDP's 25 MiB), overlapped with backward"),
-        "fsdp": Plan("fsdp", gathered("forward", "backward"), True,
-                     f"per unit ({BIG_LAYERS}, the big Linear layers): all_gather in forward "
-                     "and in backward, reduce_scatter in backward, prefetched (overlapped "
-                     "with the phase)"),
+        "fsdp": Plan("fsdp", (Collective("all_gather", unit, BIG_LAYERS, "forward"),
+                              Collective("all_gather", unit, BIG_LAYERS, "backward"),
+                              Collective("reduce_scatter", unit, BIG_LAYERS, "backward")),
+                     True, f"per unit ({BIG_LAYERS}, the big Linear layers): all_gather in "
+                     "forward and in backward, reduce_scatter in backward, prefetched "
+                     "(overlapped with the phase)"),
         "zero-1": Plan("zero-1", zero_12, True, "all_reduce of the gradients after "
                        "backward (DeepSpeed's default use_multi_rank_bucket_allreduce: an "
                        "all_reduce where ZeRO's paper has a reduce_scatter), all_gather of "
@@ -106,10 +117,29 @@ def plans(gradient_bytes: float) -> dict[str, Plan]:
                        "off for stages 1-2: not overlapped"),
         "zero-2": Plan("zero-2", zero_12, True, "as ZeRO-1 (gradients partitioned in "
                        "backward; the same bytes on the wire)"),
-        "zero-3": Plan("zero-3", gathered("forward", "backward"), True,
-                       "as FSDP: per unit all_gather in forward and backward, reduce_scatter "
-                       "in backward; DeepSpeed's overlap_comm is on for stage 3"),
+        "zero-3": Plan("zero-3", zero_3, True,
+                       "all_gather of the parameters once, in forward (kept for backward: "
+                       "stage3_max_reuse_distance 1e9 parameters exceeds the model's), "
+                       "reduce_scatter of the gradients in backward, each in one call and "
+                       "overlapped with its phase (DeepSpeed's overlap_comm is on for "
+                       "stage 3); the reduce_scatter runs on one rank too, so its one-rank "
+                       "cost is taken out of a one-device ZeRO-3 cell's backward"),
     }
+
+
+def without_one_rank_collectives(plan: Plan, phases_s: dict[str, float],
+                                 one_rank: dict[str, Link]) -> tuple[dict[str, float], float]:
+    """A one-device cell of ``plan``'s own strategy, less the collectives it called on
+    its world of one (costed by ``one_rank``, the comm cells of one rank; those not
+    costed stay in). Returns the phases and the time taken out."""
+    phases, taken = dict(phases_s), 0.0
+    for c in plan.sends:
+        if c.on_one_rank and c.op in one_rank and c.hides_behind in phases:
+            cost = min(one_rank_time_s(one_rank[c.op], c.nbytes) * c.calls,
+                       phases[c.hides_behind])
+            phases[c.hides_behind] -= cost
+            taken += cost
+    return phases, taken
 
 
 # Each plan's Lightning strategy; its engine control is the same name after "engine-".

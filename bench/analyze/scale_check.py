@@ -20,11 +20,13 @@ from bench.analyze.links import Link, LinkError
 from bench.analyze.scale import (
     PLAN_STRATEGIES,
     Network,
+    Plan,
     Prediction,
     plan_of,
     plans,
     predict,
     strategy_of,
+    without_one_rank_collectives,
 )
 from bench.analyze.summary import WORKLOAD_FIELDS
 from bench.analyze.tables import fmt
@@ -38,6 +40,7 @@ class Links:
     intra: dict[str, Link] | None
     inter: dict[str, Link] | None
     missing: dict[str, str] = field(default_factory=dict)  # "intra" | "inter" -> why
+    one_rank: dict[str, Link] = field(default_factory=dict)  # op -> its cost on one rank
 
     def network(self, devices_per_node: int, nodes: int) -> Network:
         if self.intra is None and devices_per_node > 1:
@@ -126,6 +129,15 @@ def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[s
     return "the one-device cells lack step phases, or no record counted the model's bytes"
 
 
+def start_phases(plan: Plan, inputs: Inputs, links: Links) -> tuple[dict[str, float], float]:
+    """The phases ``plan`` is predicted from, and the time taken out of them: a one-device
+    cell of the plan's own strategy less the collectives it called on its world of one
+    (costed where the runs hold comm cells of one rank); any other input as it is."""
+    if plan_of(inputs.strategy) != plan.name:
+        return inputs.phases_s, 0.0
+    return without_one_rank_collectives(plan, inputs.phases_s, links.one_rank)
+
+
 @dataclass(frozen=True)
 class Check:
     cell_id: str
@@ -168,8 +180,9 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
         except LinkError as error:
             checks.append(replace(check, why_not=str(error)))
             continue
-        predicted = predict(plans(inputs.gradient_bytes)[plan], inputs.phases_s,
-                            inputs.batch_size, devices, net, overlap[row["accelerator"]])
+        model = plans(inputs.gradient_bytes)[plan]
+        predicted = predict(model, start_phases(model, inputs, links)[0], inputs.batch_size,
+                            devices, net, overlap[row["accelerator"]])
         checks.append(replace(check, inputs=inputs, predicted=predicted))
     return checks
 
@@ -219,8 +232,8 @@ def projection(inputs: Inputs, devices: list[int], links: Links, devices_per_nod
         for n in devices:
             per_node = min(n, devices_per_node)
             net = links.network(per_node, n // per_node)
-            predictions.append(predict(plan, start.phases_s, start.batch_size, n, net,
-                                       overlap))
+            predictions.append(predict(plan, start_phases(plan, start, links)[0],
+                                       start.batch_size, n, net, overlap))
     return predictions
 
 

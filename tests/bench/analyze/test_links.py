@@ -14,6 +14,8 @@ from bench.analyze.links import (
     fit_link,
     measured_links,
     named_link,
+    one_rank_costs,
+    one_rank_time_s,
     ring_factors,
 )
 
@@ -109,3 +111,17 @@ def test_measured_links_say_which_world_is_missing() -> None:
         measured_links(frame, across_nodes=True)
     with pytest.raises(LinkError, match="measured no all_reduce within a node"):
         measured_links(pd.DataFrame([comm_row("all_gather", 10**8, 0.1)]), across_nodes=False)
+
+
+def test_the_one_rank_cost_is_a_copy_fitted_from_the_comm_cells_of_one_rank() -> None:
+    # 1 ms + bytes at 2 GB/s; the two-rank rows are no part of it
+    rows = [comm_row("reduce_scatter", n, 1e-3 + n / 2e9, world=1) for n in (10**6, 10**8)]
+    rows += [comm_row("reduce_scatter", 10**8, 9.0), comm_row("all_reduce", 10**8, 0.05, world=1)]
+    costs = one_rank_costs(pd.DataFrame(rows))
+    assert set(costs) == {"reduce_scatter"}  # one size of all_reduce: nothing to fit
+    assert costs["reduce_scatter"].gbps == pytest.approx(2.0)
+    assert costs["reduce_scatter"].latency_s == pytest.approx(1e-3)
+    assert one_rank_time_s(costs["reduce_scatter"], 4e8) == pytest.approx(0.201)
+    assert "fitted from 2 sizes 1000000-100000000 B of cpu-1x-1n-comm" in \
+        costs["reduce_scatter"].source
+    assert one_rank_costs(None) == {}

@@ -14,6 +14,7 @@ from bench.analyze.scale import (
     plans,
     predict,
     ring_time_s,
+    without_one_rank_collectives,
 )
 
 NVL = Link("test-nvl", 400.0, 2e-6, "test")  # 400 GB/s, 2 us a step
@@ -63,11 +64,17 @@ def test_ddp_sends_a_bucket_per_big_layer() -> None:
 
 
 def test_sharded_plans_gather_and_reduce_the_whole_model_once_per_phase() -> None:
-    for name in ("fsdp", "zero-3"):
-        plan = plans(3e6)[name]
-        assert [(s.op, s.nbytes * s.calls, s.hides_behind) for s in plan.sends] == [
-            ("all_gather", 3e6, "forward"), ("all_gather", 3e6, "backward"),
-            ("reduce_scatter", 3e6, "backward")]
+    plan = plans(3e6)["fsdp"]
+    assert [(s.op, s.nbytes * s.calls, s.hides_behind) for s in plan.sends] == [
+        ("all_gather", 3e6, "forward"), ("all_gather", 3e6, "backward"),
+        ("reduce_scatter", 3e6, "backward")]
+    # ZeRO-3 keeps the gathered parameters for backward (stage3_max_reuse_distance), in
+    # one call each, as DeepSpeed sends; its reduce_scatter runs on one rank too
+    assert [(s.op, s.nbytes, s.calls, s.hides_behind, s.on_one_rank)
+            for s in plans(3e6)["zero-3"].sends] == [
+        ("all_gather", 3e6, 1, "forward", False), ("reduce_scatter", 3e6, 1, "backward", True)]
+    assert not any(s.on_one_rank for name in ("ddp", "fsdp", "zero-1", "zero-2")
+                   for s in plans(3e6)[name].sends)
     for name in ("zero-1", "zero-2"):
         assert [(s.op, s.nbytes, s.hides_behind) for s in plans(3e6)[name].sends] == [
             ("all_reduce", 3e6, None), ("all_gather", 3e6, None)]  # as DeepSpeed sends
@@ -102,6 +109,28 @@ def test_fsdp_hides_each_phase_behind_its_own_compute() -> None:
     p = predict(plans(2 * MIB_25)["fsdp"], PHASES_S, 64, 2, TWO, overlap=1.0)
     assert (p.comm_s, p.exposed_s) == pytest.approx((3e-3, 1e-3))
     assert p.step_s == pytest.approx(0.35 + 1e-3)
+
+
+def test_zero_3_gathers_in_forward_and_reduces_in_backward_once() -> None:
+    # all_gather of 50 MiB (1/2 x 50 MiB at 26.2144 GB/s: 1 ms) behind forward,
+    # reduce_scatter alike behind backward; no overlap on CPU: both exposed
+    p = predict(plans(2 * MIB_25)["zero-3"], PHASES_S, 64, 2, TWO, overlap=0.0)
+    assert (p.comm_s, p.exposed_s) == pytest.approx((2e-3, 2e-3))
+    assert p.step_s == pytest.approx(0.35 + 2e-3)
+
+
+def test_a_one_device_zero_3_cell_loses_its_one_rank_reduce_scatter() -> None:
+    # a copy of 50 MiB on one rank at 52.4288 GB/s and 1 ms a call: 2 ms out of backward
+    copy = Link("test-copy", 2 * MIB_25 / 1e6, 1e-3, "test")
+    phases, taken = without_one_rank_collectives(
+        plans(2 * MIB_25)["zero-3"], PHASES_S, {"reduce_scatter": copy})
+    assert taken == pytest.approx(2e-3)
+    assert phases == pytest.approx(PHASES_S | {"backward": 0.198})
+    # without a one-rank cost, or for a plan that calls nothing on one rank: unchanged
+    assert without_one_rank_collectives(plans(2 * MIB_25)["zero-3"], PHASES_S, {}) == (
+        PHASES_S, 0.0)
+    assert without_one_rank_collectives(
+        plans(2 * MIB_25)["fsdp"], PHASES_S, {"reduce_scatter": copy}) == (PHASES_S, 0.0)
 
 
 def test_one_device_sends_nothing() -> None:

@@ -33,12 +33,16 @@ def record(strategy: str, devices: int, sps: float, threads: int,
     return made
 
 
-def write_comm_csv(path: Path) -> Path:
+def write_comm_csv(path: Path, one_rank: bool = False) -> Path:
     """Two ranks on one node and on two nodes: 26.2144 GB/s, no latency (25 MiB all_reduce
-    in exactly 1 ms)."""
+    in exactly 1 ms); with ``one_rank``, a reduce_scatter on one rank too (a copy: 1 ms
+    for 50 MiB)."""
     rows = [comm_row("all_reduce", MIB_25, 1e-3), comm_row("all_reduce", 2 * MIB_25, 2e-3),
             comm_row("reduce_scatter", 2 * MIB_25, 1e-3), comm_row("all_gather", 2 * MIB_25, 1e-3),
             comm_row("all_reduce", 2 * MIB_25, 2e-3, nodes=2)]
+    if one_rank:
+        rows += [comm_row("reduce_scatter", n, n / MIB_25 * 0.5e-3, world=1)
+                 for n in (MIB_25, 2 * MIB_25)]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -104,6 +108,30 @@ def test_a_strategy_run_on_one_device_is_its_own_input(
     assert (f"zero-1 from its own strategy on one device, {own}: step 600.0 ms = data 0.0 + "
             "forward 100.0 + backward 200.0 + optimizer 300.0 + rest 0.0") in out
     assert out.count("from its own strategy on one device") == 1  # the others: from single
+
+
+def test_a_one_device_zero_3_cell_is_an_input_less_its_one_rank_reduce_scatter(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # DeepSpeed's stage 3 calls its reduce_scatter on one rank too: its one-device cell's
+    # backward holds that copy, which two ranks replace with the real reduce_scatter
+    own, two = ("cpu-1x-engine-deepspeed_stage_3-32-true-bs64-tensor",
+                "cpu-2x-engine-deepspeed_stage_3-32-true-bs64-tensor")
+    zero3 = write_run(tmp_path / "zero3", [record("engine-deepspeed_stage_3", 1, 160.0, 1),
+                                          record("engine-deepspeed_stage_3", 2, 350.0, 1)])
+    code, out, _ = scale(capsys, str(run), str(zero3), "--link", "measured", "--comm-csv",
+                         str(write_comm_csv(tmp_path / "comm.csv", one_rank=True)))
+    assert code == 0
+    checks = rows_of(out, "Predicted against measured (out of sample)")
+    # 0.1 + (0.2 - 1 ms) + 0.1 / 2 + all_gather 1 ms + reduce_scatter 1 ms = 0.351 s
+    assert checks[two][1:6] == ["zero-3", own, "365", "350", "+4.2%"]  # 128 / 0.351
+    assert (f"zero-3 from its own strategy on one device, {own}: step 400.0 ms = data 0.0 + "
+            "forward 100.0 + backward 200.0 + optimizer 100.0 + rest 0.0; less its "
+            "reduce_scatter on one rank, 1.0 ms a step (fitted from 2 sizes") in out
+    # without comm cells of one rank the copy stays in, and the line says so
+    code, out, _ = scale(capsys, str(run), str(zero3), "--link", "measured",
+                         "--comm-csv", str(write_comm_csv(tmp_path / "comm2.csv")))
+    assert rows_of(out, "Predicted against measured (out of sample)")[two][3] == "364"
+    assert "its reduce_scatter on one rank stays in (no comm cell of one rank" in out
 
 
 def test_the_projection_covers_every_strategy_at_every_device_count(
