@@ -36,6 +36,7 @@ from bench.analyze.scale_check import (
     Check,
     Inputs,
     Links,
+    allocator_note,
     check_cells,
     checks_table,
     one_device_inputs,
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 [error_note(checks_table(checks)),
                  "each check predicts a cell from a one-device cell of its workload at the "
                  "same threads per rank (its own strategy's where the runs have one, else "
-                 "its control's) and the links chosen; the cell itself is no input"])]
+                 "its control's) and the links chosen; the cell itself is no input",
+                 *filter(None, [allocator_note(summary, checks)])])]
     print("THIS IS A MODEL, NOT A MEASUREMENT. Its formula:")
     print(FORMULA)
     for section in sections:

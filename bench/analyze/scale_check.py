@@ -187,6 +187,18 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
     return checks
 
 
+def allocator_note(summary: pd.DataFrame, checks: list[Check]) -> str | None:
+    """A word where checked CPU cells ran at glibc's default allocator: their collectives
+    write into freshly mapped buffers and pay page faults the comm cells never pay."""
+    checked = {c.cell_id for c in checks if c.predicted}
+    rows = summary[summary["cell_id"].isin(checked) & (summary["accelerator"] == "cpu")]
+    if "malloc" not in rows or not (rows["malloc"] == "system").any():
+        return None
+    return ("CPU cells at malloc system: their collectives pay page faults on fresh buffers "
+            "that the comm cells do not; check with malloc = [\"retain\"] on both sides "
+            "(docs/scaling.md)")
+
+
 def checks_table(checks: list[Check]) -> pd.DataFrame:
     rows = []
     for c in checks:

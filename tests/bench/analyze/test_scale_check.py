@@ -211,3 +211,18 @@ def test_auto_overlap_hides_collectives_on_cuda_and_not_on_cpu(
     # CPU: both 1 ms buckets exposed (0.402 s); CUDA: all but the last hidden (0.401 s)
     assert checks[DDP][3] == "318" and checks[DDP.replace("cpu", "cuda")][3] == "319"
     assert code == 0
+
+
+def test_cpu_checks_at_the_default_allocator_say_to_check_at_retain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for malloc, said in (("system", True), ("retain", False)):
+        made = [record("single", 1, 160.0, 1), record("raw", 1, 160.0, 1, params=2 * MIB_25),
+                record("ddp", 2, 300.0, 1)]
+        for each in made:
+            each["cell"]["malloc"] = malloc
+        code, out, _ = scale(capsys, str(write_run(tmp_path / malloc, made)), "--link",
+                             "measured", "--comm-csv", str(write_comm_csv(tmp_path / "c.csv")))
+        assert code == 0
+        checks = rows_of(out, "Predicted against measured (out of sample)")
+        assert checks[DDP][5] == "+6.1%"  # checked either way
+        assert ("CPU cells at malloc system: their collectives pay page faults" in out) is said
