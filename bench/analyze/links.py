@@ -67,6 +67,18 @@ def ring_factors(op: str, n: int) -> tuple[int, float]:
     return steps, steps / n
 
 
+def alpha_beta(steps: np.ndarray, moved: np.ndarray, time_s: np.ndarray) -> tuple[float, float]:
+    """(alpha, 1 / bandwidth) by least squares of time_s = steps x alpha + moved / bandwidth.
+    One size cannot tell the two apart, and a negative latency fits noise: either way,
+    through the origin (alpha 0)."""
+    alpha, inverse_bw = 0.0, float(moved @ time_s / (moved @ moved))
+    if len(set(moved)) > 1:
+        (fitted, slope), *_ = np.linalg.lstsq(np.column_stack([steps, moved]), time_s, rcond=None)
+        if fitted >= 0:
+            alpha, inverse_bw = float(fitted), float(slope)
+    return alpha, inverse_bw
+
+
 def fit_link(frame: pd.DataFrame, op: str, scope: str) -> Link:
     """Latency and bandwidth of ``op`` from a comm frame's rows (time_s against bytes,
     over every size and world measured): least squares of time_s = steps x alpha +
@@ -77,14 +89,7 @@ def fit_link(frame: pd.DataFrame, op: str, scope: str) -> Link:
     factors = [ring_factors(op, int(n)) for n in rows["world_size"]]
     steps = np.array([s for s, _ in factors], dtype=float)
     moved = np.array([share for _, share in factors]) * rows["bytes"].to_numpy(dtype=float)
-    time_s = rows["time_s"].to_numpy(dtype=float)
-    alpha, inverse_bw = 0.0, float(moved @ time_s / (moved @ moved))
-    if len(set(moved)) > 1:
-        (alpha, slope), *_ = np.linalg.lstsq(np.column_stack([steps, moved]), time_s, rcond=None)
-        if alpha < 0:  # a negative latency fits noise: through the origin instead
-            alpha = 0.0
-        else:
-            inverse_bw = float(slope)
+    alpha, inverse_bw = alpha_beta(steps, moved, rows["time_s"].to_numpy(dtype=float))
     if inverse_bw <= 0:
         raise LinkError(f"the comm cells' {op} {scope} times do not grow with bytes: no fit")
     cells = ", ".join(sorted(set(rows["cell_id"])))
@@ -128,14 +133,13 @@ def one_rank_costs(frame: pd.DataFrame | None) -> dict[str, Link]:
         if mine["bytes"].nunique() < 2:
             continue
         nbytes = mine["bytes"].to_numpy(dtype=float)
-        time_s = mine["time_s"].to_numpy(dtype=float)
-        slope, alpha = np.polyfit(nbytes, time_s, 1)
-        if slope <= 0:
+        # one "step" of latency and the whole buffer copied: the ring with n = 1 moves none
+        alpha, inverse_bw = alpha_beta(np.ones_like(nbytes), nbytes,
+                                       mine["time_s"].to_numpy(dtype=float))
+        if inverse_bw <= 0:
             continue
-        if alpha < 0:  # through the origin instead, as fit_link does
-            alpha, slope = 0.0, float(nbytes @ time_s / (nbytes @ nbytes))
         cells = ", ".join(sorted(set(mine["cell_id"])))
-        costs[op] = Link(f"measured {op} on one rank", 1 / slope / GB, float(alpha),
+        costs[op] = Link(f"measured {op} on one rank", 1 / inverse_bw / GB, alpha,
                          f"fitted from {len(mine)} sizes {int(nbytes.min())}-"
                          f"{int(nbytes.max())} B of {cells}")
     return costs
