@@ -11,6 +11,7 @@ import platform
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from strategies.host import cpu_has_bf16_kernels, slurm_launched, usable_cpus
 from strategies.toolchain import Toolchain
 
 ACCELERATORS = ("cpu", "cuda")
@@ -132,17 +133,6 @@ def precision_name(name: str) -> str:
     return _check("precision", name, PRECISIONS)
 
 
-def slurm_launched() -> bool:
-    """True in a process started by ``srun`` (as Lightning's SLURMEnvironment decides).
-    Lightning is imported only under SLURM: the orchestrating process never imports it
-    (7 s of a core)."""
-    if "SLURM_NTASKS" not in os.environ:
-        return False
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
-    return SLURMEnvironment.detect()
-
-
 @dataclass(frozen=True)
 class Machine:
     """What this machine (or this torchrun launch) offers."""
@@ -157,6 +147,7 @@ class Machine:
     can_build_cpu_adam: bool = True  # DeepSpeed's offload optimizer: prebuilt or buildable
     cpu_adam_lacks: tuple[str, ...] = ()  # what building it would need and is not here
     glibc: bool = True  # the C library whose mallopt malloc "retain" sets
+    cpu_bf16: bool = True  # torch's oneDNN runs bf16 on this CPU (cpu_has_bf16_kernels)
 
     @property
     def launched_nodes(self) -> int:
@@ -190,6 +181,7 @@ class Machine:
             can_build_cpu_adam=tools.can_build_cpu_adam,
             cpu_adam_lacks=tuple(tools.cpu_adam_build_lacks()),
             glibc=platform.libc_ver()[0] == "glibc",
+            cpu_bf16=cpu_has_bf16_kernels(),
         )
 
     @classmethod
@@ -198,11 +190,6 @@ class Machine:
         toolchain: for planning a GPU run (``--dry-run --assume-gpus N``) elsewhere."""
         return cls(cpu_count=max(usable_cpus(), 8 * count), cuda_devices=count, cuda_bf16=True,
                    deepspeed=True)
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
 
 
 def why_skipped(cell: CellLike, machine: Machine) -> str | None:
@@ -225,6 +212,10 @@ def _not_on_this_hardware(cell: CellLike, machine: Machine) -> str | None:
         return "deepspeed is not installed (pip install deepspeed)"
     if accelerator == "cuda" and cell.precision.startswith("bf16") and not machine.cuda_bf16:
         return "this GPU does not support bf16"
+    if accelerator == "cpu" and cell.precision.startswith("bf16") and not machine.cpu_bf16:
+        return (f"this CPU has no bf16 kernels in torch's oneDNN backend (x86 needs AVX-512 "
+                f"or AMX): its bf16 matmuls fall back to generic code some 200x slower than "
+                f"fp32, so a {cell.precision} cell would take hours")
     compile_mode = getattr(cell, "compile", "none")
     if compile_mode != "none" and not machine.can_compile:
         return ("torch.compile builds generated code (Triton's launcher on CUDA, C++ kernels "

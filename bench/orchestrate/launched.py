@@ -37,7 +37,7 @@ from bench.orchestrate.plan import RunPlan
 from bench.orchestrate.progress import progress_line
 from bench.orchestrate.windows import ChosenWindows
 from bench.record import Record, RunDir, Status, append_record, read_records
-from strategies.registry import slurm_launched
+from strategies.host import slurm_launched
 
 # What tells a process it is one rank of a launch (torchrun's variables, Lightning's
 # TorchElasticEnvironment and SLURMEnvironment): hidden from a cell run alone.

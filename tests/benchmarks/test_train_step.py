@@ -17,6 +17,7 @@ from bench.execute.backends.engines import Plain
 from bench.execute.backends.raw import autocast_for
 from bench.matrix import Cell
 from mnist_core.model import MnistNet
+from tests.cpu_bf16 import needs_cpu_bf16
 
 BATCH = 64
 
@@ -41,7 +42,8 @@ def make_step(precision: str, impl: str) -> tuple[Callable[[], torch.Tensor], Pl
 
 
 @pytest.mark.parametrize("impl", ["default", "foreach", "fused"])
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+@pytest.mark.parametrize("precision", ["32-true", pytest.param("bf16-mixed", marks=needs_cpu_bf16),
+                                       pytest.param("bf16-true", marks=needs_cpu_bf16)])
 def test_training_step(benchmark: pytest.FixtureRequest, precision: str, impl: str) -> None:
     step, engine = make_step(precision, impl)
     step()  # warm-up: first-call allocations and kernel selection

@@ -59,13 +59,13 @@ def test_torchrun_three_processes_a_failing_rank_fails_the_cell_on_all(
     """Rank 2 of 3 fails a cell; every rank records the failure and the next cell runs
     on all three in step (no stray collective pairs with the next cell's)."""
     out = tmp_path / "out"
-    env = bench_env | {ENV_VAR: "cpu-3x-ddp-bf16-mixed-bs16-tensor@2=raise"}
+    env = bench_env | {ENV_VAR: "cpu-3x-ddp-32-true-bs8-tensor@2=raise"}
     process = start([*TORCHRUN, "--standalone", "--nproc_per_node=3", *CELLS, "--precisions",
-                     "bf16-mixed,32-true", "--out", str(out)], env)
+                     "32-true", "--batch-sizes", "8,16", "--out", str(out)], env)
     output = finish(process, LAUNCH_TIMEOUT_S)
     assert process.returncode == 1, output[-5000:]  # rank 0 exits 1: a cell failed
     records = the_records(out)
-    check_records(records, [("cpu-3x-ddp-bf16-mixed-bs16-tensor", "failed"),
+    check_records(records, [("cpu-3x-ddp-32-true-bs8-tensor", "failed"),
                             ("cpu-3x-ddp-32-true-bs16-tensor", "ok")], num_nodes=1,
                   world_size=3)
     assert records[0]["reason"].startswith("rank 2 failed: RuntimeError: fault injected")
@@ -102,14 +102,14 @@ def test_torchrun_a_one_device_cell_runs_on_rank_0_alone(engine_walk: dict[str, 
     assert engine_walk["output"].count(f"] {ALONE_CELL}  ok") == 1
 
 
-LATE_CELL = "cpu-2x-ddp-bf16-mixed-bs16-tensor"
+LATE_CELL = "cpu-2x-ddp-32-true-bs8-tensor"
 # Rank 1 of the first cell comes to its first collective late, past --cell-timeout.
 LATE_MATRIX = """
 accelerator = ["cpu"]
 strategy = ["ddp"]
 devices = [2]
-precision = ["bf16-mixed", "32-true"]
-batch_size = [16]
+precision = ["32-true"]
+batch_size = [8, 16]
 loader = ["tensor"]
 steps = 3
 warmup_steps = 1

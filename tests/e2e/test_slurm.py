@@ -29,9 +29,10 @@ REQUIRE_SLURM = "MNIST_BENCH_REQUIRE_SLURM"  # set by .ci/run once the packages 
 CPU_FORM = ["--ntasks-per-node=1", "--gpus-per-node=0"]
 # Two cells that train, the second slowed down: a signal sent once its training has
 # begun lands in the middle of it.
-SECOND_CELL = "cpu-1x-2n-ddp-bf16-mixed-bs16-tensor"
-TWO_CELLS = [*TWO_NODE_ARGS[:TWO_NODE_ARGS.index("--precisions") + 1], "32-true,bf16-mixed",
-             *TWO_NODE_ARGS[TWO_NODE_ARGS.index("--precisions") + 2:]]
+SECOND_CELL = "cpu-1x-2n-ddp-32-true-bs8-tensor"
+TWO_CELLS = list(TWO_NODE_ARGS)
+TWO_CELLS[TWO_CELLS.index("--precisions") + 1] = "32-true"
+TWO_CELLS[TWO_CELLS.index("--batch-sizes") + 1] = "16,8"
 SLOW_SECOND_CELL = f"{SECOND_CELL}=slow-data:1000"
 # Lightning prints it on each rank as a cell's training begins: the third is cell 2's.
 FIT_BEGINS = "SLURM auto-requeueing enabled"

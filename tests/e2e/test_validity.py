@@ -24,6 +24,7 @@ from bench.matrix import Cell
 from bench.measure.ledger import IN_PROCESS_NOTE
 from bench.record import RunDir
 from mnist_core.model import MnistNet
+from tests.cpu_bf16 import needs_cpu_bf16
 
 REPO = Path(__file__).resolve().parents[2]
 B = 16  # per-rank batch: small, so that every run takes seconds
@@ -147,7 +148,8 @@ VARIANTS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=needs_cpu_bf16) if v.startswith("bf16")
+                                     else v for v in VARIANTS])
 def test_raw_loop_and_lightning_single_agree_in_each_variant(execute_cell: Any, tmp_path: Path,
                                                               variant: str) -> None:
     """The same losses and the same arithmetic, as seen inside the forward pass."""

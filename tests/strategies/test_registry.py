@@ -58,6 +58,10 @@ def test_unknown_names_are_errors_listing_the_valid_ones(field: str, value: str,
     (FakeCell(strategy="ddp", devices=1, num_nodes=2), CPU_BOX, "torchrun or SLURM"),
     (FakeCell(malloc="retain"), Machine(2, 0, False, deepspeed=False, glibc=False),
      "this C library is not glibc"),
+    (FakeCell(precision="bf16-mixed"), Machine(2, 0, False, deepspeed=True, cpu_bf16=False),
+     "this CPU has no bf16 kernels"),
+    (FakeCell(strategy="raw", precision="bf16-true"),
+     Machine(2, 0, False, deepspeed=True, cpu_bf16=False), "a bf16-true cell would take hours"),
 ])
 def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
     assert reason in (why_skipped(cell, machine) or "")
@@ -71,6 +75,10 @@ def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
     (FakeCell(strategy="ddp", devices=2), TORCHRUN_2),
     (FakeCell(strategy="single"), TORCHRUN_2),  # one device: rank 0 runs it alone
     (FakeCell(accelerator="cuda", strategy="deepspeed_stage_3", precision="16-mixed"), ONE_GPU),
+    # A CPU without bf16 kernels still runs its 32-true cells, and its GPU its bf16 ones.
+    (FakeCell(), Machine(2, 0, False, deepspeed=True, cpu_bf16=False)),
+    (FakeCell(accelerator="cuda", precision="bf16-mixed"),
+     Machine(16, 1, True, deepspeed=True, cpu_bf16=False)),
 ])
 def test_runnable_cells_have_no_reason(cell: FakeCell, machine: Machine) -> None:
     assert why_skipped(cell, machine) is None

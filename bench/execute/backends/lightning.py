@@ -3,6 +3,7 @@ user runs it, with the measuring callbacks attached."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,24 @@ from bench.measure import ledger
 from bench.measure.hooks import DataPhaseProfiler, MeasureCallback, PeakCallback, gather
 from bench.measure.window import Window
 from strategies.registry import trainer_arguments
+
+
+class WalksOwnSigterm(L.Callback):
+    """Under torchrun or SLURM a cell trains inside the walk's process, whose SIGTERM
+    handler (bench.orchestrate.launched.TermSignal) ends the walk and has rank 0 record
+    the cell as interrupted. For fit, Lightning puts a handler of its own in front, and
+    that one broadcasts from rank 0 inside the handler: a rank signalled while the other
+    sits in a gradient all_reduce waits for a partner that never comes, and the job's
+    kill (SLURM's KillWait later) ends rank 0 before it records anything. Once fit has
+    installed its handlers, this puts the walk's back. A process with no handler of its
+    own (a cell run locally, which its orchestrator records) is left as Lightning sets it."""
+
+    def __init__(self) -> None:
+        self.walks = signal.getsignal(signal.SIGTERM)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if callable(self.walks):
+            signal.signal(signal.SIGTERM, self.walks)
 
 
 def build_trainer(cell: Cell, cell_dir: Path, callbacks: list[L.Callback], loggers: list[Any],
@@ -59,7 +78,7 @@ def run(workload: Workload, cell_dir: Path, loggers: list[Any], verbose: bool) -
     cell, repeat = workload.cell, workload.repeat
     measure = MeasureCallback(warmup_rule(cell), workload.window)
     peak = PeakCallback(cell.precision, workload.peaks_file)
-    callbacks: list[L.Callback] = [measure, peak]
+    callbacks: list[L.Callback] = [measure, peak, WalksOwnSigterm()]
     target = None
     if cell.mode == "accuracy":
         extra, target = accuracy_callbacks(cell, cell_dir, measure)

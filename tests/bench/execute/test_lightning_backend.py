@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
+import torch
 
+from bench.execute.backends.lightning import WalksOwnSigterm
 from bench.matrix import Cell
 from bench.measure.window import MAX_WINDOW_STEPS, step_time_estimate, window_steps
 from bench.metrics import SANITY_VAL_IMAGES
@@ -52,3 +55,43 @@ def test_a_throughput_cell_validates_inside_fit_and_never_after(
     paused = rank["paused_s"]
     assert paused > 0.1
     assert rank["step_s"][-1] < min(rank["step_s"]) + paused / 2, (rank["step_s"], paused)
+
+
+class TinyModule(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class HandlerSeen(L.Callback):
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.seen = signal.getsignal(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_training_keeps_the_walks_sigterm_handler(tmp_path: Path, keep: bool) -> None:
+    """Fit puts Lightning's SIGTERM handler (which broadcasts from inside the handler)
+    in front of the walk's; WalksOwnSigterm puts the walk's back before the first step,
+    and fit's end restores it either way."""
+    def walks(signum: int, frame: object) -> None:
+        raise AssertionError("not called here")
+
+    previous = signal.signal(signal.SIGTERM, walks)
+    try:
+        seen = HandlerSeen()
+        callbacks = [WalksOwnSigterm(), seen] if keep else [seen]
+        trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, callbacks=callbacks,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=tmp_path)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 4)))
+        trainer.fit(TinyModule(), train_dataloaders=data)
+        assert (seen.seen is walks) is keep
+        assert signal.getsignal(signal.SIGTERM) is walks
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -140,11 +140,12 @@ def test_argparse_rejects_malformed_values_with_usage(
 def test_more_devices_than_available_is_listed_as_skipped(
         out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, stdout, err = run_main([*SMOKE, "--strategies", "ddp", "--devices", "64",
+                                  "--batch-sizes", "64,32", "--precisions", "32-true",
                                   "--dry-run", "--out", str(out)], capsys)
     assert (code, err) == (0, "")
     assert "0 run(s) here, 2 skipped" in stdout
-    for precision in ("32-true", "bf16-mixed"):
-        assert re.search(rf"cpu-64x-ddp-{precision}-bs64-tensor +skip: needs 64 CPU cores, "
+    for batch in (64, 32):
+        assert re.search(rf"cpu-64x-ddp-32-true-bs{batch}-tensor +skip: needs 64 CPU cores, "
                          r"this machine has \d+", stdout), stdout
     assert files_under(out) == []
 
