@@ -21,15 +21,19 @@ from tests.e2e.launches import LAUNCH_TIMEOUT_S, TWO_NODE_ARGS, finish, free_por
 
 WALK_STRATEGIES = ["ddp", "engine-ddp", "engine-fsdp", "engine-deepspeed_stage_1",
                    "engine-deepspeed_stage_2", "engine-deepspeed_stage_3"]
-FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-adam-fused"  # rank 1 raises at its start
-ALONE_CELL = "cpu-1x-single-32-true-bs16-tensor-adam-fused"
+FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-malloc-retain-adam-fused"  # rank 1 raises
+ALONE_CELL = "cpu-1x-single-32-true-bs16-tensor-malloc-retain-adam-fused"
 # The smoke preset's cells at batch 16, 2 warm-up steps and exactly 8 measured (as many
-# steps as the Lightning ddp cell they match), fused Adam; then the one-device cell.
+# steps as the Lightning ddp cell they match), fused Adam; then the one-device cell. At
+# malloc retain, as docs/scaling.md runs sharded engines on a CPU: glibc's default maps
+# their big per-step buffers afresh (page faults): 187 CPU-s for the walk against 132
+# at retain, the difference none of what these tests check.
 WALK_MATRIX = f"""
 accelerator = ["cpu"]
 batch_size = [16]
 loader = ["tensor"]
 optimizer_impl = ["fused"]
+malloc = ["retain"]
 steps = 8
 warmup_steps = 2
 warmup = "fixed"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bench.execute.faults import ENV_VAR
+from tests.e2e.conftest import ALONE_CELL, FAILING_CELL
 from tests.e2e.launches import (
     LAUNCH_TIMEOUT_S,
     TWO_NODE_CELL,
@@ -21,9 +22,6 @@ from tests.e2e.launches import (
     start,
     the_records,
 )
-
-FAILING_CELL = "cpu-2x-ddp-32-true-bs16-tensor-adam-fused"  # as tests/e2e/conftest.py sets
-ALONE_CELL = "cpu-1x-single-32-true-bs16-tensor-adam-fused"
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
