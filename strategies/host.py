@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 
+# Why a CPU bf16 cell is skipped here (strategies.registry), and a bf16 test too.
+NO_BF16_KERNELS = ("this CPU has no bf16 kernels in torch's oneDNN backend (x86 needs "
+                   "AVX-512 or AMX)")
+
 
 def cpu_has_bf16_kernels() -> bool:
     """Whether torch's oneDNN backend runs bf16 on this CPU (on x86 it needs AVX-512 or

@@ -11,7 +11,12 @@ import platform
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from strategies.host import cpu_has_bf16_kernels, slurm_launched, usable_cpus
+from strategies.host import (
+    NO_BF16_KERNELS,
+    cpu_has_bf16_kernels,
+    slurm_launched,
+    usable_cpus,
+)
 from strategies.toolchain import Toolchain
 
 ACCELERATORS = ("cpu", "cuda")
@@ -213,9 +218,8 @@ def _not_on_this_hardware(cell: CellLike, machine: Machine) -> str | None:
     if accelerator == "cuda" and cell.precision.startswith("bf16") and not machine.cuda_bf16:
         return "this GPU does not support bf16"
     if accelerator == "cpu" and cell.precision.startswith("bf16") and not machine.cpu_bf16:
-        return (f"this CPU has no bf16 kernels in torch's oneDNN backend (x86 needs AVX-512 "
-                f"or AMX): its bf16 matmuls fall back to generic code some 200x slower than "
-                f"fp32, so a {cell.precision} cell would take hours")
+        return (f"{NO_BF16_KERNELS}: its bf16 matmuls fall back to generic code some 200x "
+                f"slower than fp32, so a {cell.precision} cell would take hours")
     compile_mode = getattr(cell, "compile", "none")
     if compile_mode != "none" and not machine.can_compile:
         return ("torch.compile builds generated code (Triton's launcher on CUDA, C++ kernels "

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from strategies.host import cpu_has_bf16_kernels
+from strategies.host import NO_BF16_KERNELS, cpu_has_bf16_kernels
 
 CPU_BF16 = cpu_has_bf16_kernels()
 needs_cpu_bf16 = pytest.mark.skipif(
-    not CPU_BF16, reason="this CPU has no bf16 kernels in torch's oneDNN (x86 needs AVX-512 "
-                         "or AMX): one bf16 step takes tens of seconds here")
+    not CPU_BF16, reason=f"{NO_BF16_KERNELS}: one bf16 step takes tens of seconds here")
