@@ -31,10 +31,15 @@ def plot_projection(predictions: list[Prediction], checks: list[Check], title: s
         for ax, value in ((rate, "samples_per_s"), (eff, "efficiency")):
             ax.plot([p.devices for p in line], [getattr(p, value) for p in line], style,
                     marker="o", markersize=4, color=color, label=f"{plan} (model)")
-    for check in (c for c in checks if c.predicted is not None):
-        _measured_point(rate, eff, check)
+    # checks at one device count sit close on the log panel: their labels go one under
+    # the other, highest first, each with a thin line to its star
+    checked = sorted((c for c in checks if c.predicted is not None),
+                     key=lambda c: -c.measured_samples_per_s)
+    for check in checked:
+        row = [c for c in checked if c.predicted.devices == check.predicted.devices]
+        _measured_point(rate, eff, check, row.index(check))
     rate.scatter([], [], marker="*", s=160, color="grey", edgecolors="black",
-                 label="measured cell (model's error)")
+                 label="measured cell (model's error, call at the target)")
     rate.set_yscale("log")
     rate.set_ylabel("samples/s (global)")
     eff.set_ylabel("scaling efficiency: per-device samples/s / one device's")
@@ -47,16 +52,21 @@ def plot_projection(predictions: list[Prediction], checks: list[Check], title: s
     return save_figure(fig, out_dir, "scaling-projection.png")
 
 
-def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check) -> None:
+def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check, row: int) -> None:
     """A measured cell on both panels, its efficiency against the same one-device step
-    the model starts from; the label is the model's error."""
+    the model starts from; the label is the model's error and the check's call, the
+    ``row``-th of its device count on the samples/s panel."""
     assert check.predicted is not None and check.inputs is not None
     color = PLAN_STYLES.get(check.plan, ("black", "-"))[0]
     devices = check.predicted.devices
     one_device = devices * check.inputs.batch_size / sum(check.inputs.phases_s.values())
-    for ax, value in ((rate, check.measured_samples_per_s),
-                      (eff, check.measured_samples_per_s / one_device)):
+    verdict = check.verdict()
+    assert verdict is not None
+    label = f"{check.plan} {verdict.error * 100:+.0f}% ({verdict.call})"
+    for ax, value, offset in ((rate, check.measured_samples_per_s, (24, 16 - 11 * row)),
+                              (eff, check.measured_samples_per_s / one_device, (8, -4))):
         ax.scatter([devices], [value], marker="*", s=160, color=color, edgecolors="black",
                    zorder=3)
-        ax.annotate(f"{check.plan} {check.error * 100:+.0f}%", (devices, value),
-                    textcoords="offset points", xytext=(8, -4), fontsize=7)
+        ax.annotate(label, (devices, value), textcoords="offset points", xytext=offset,
+                    fontsize=7, arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5}
+                    if ax is rate else None)
