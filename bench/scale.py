@@ -6,7 +6,9 @@ the runs measured, out of sample.
 
     python -m bench.scale RUN [RUN ...] [--devices 8,64,512] [--devices-per-node 8]
         [--link nvlink4|pcie5|ib-ndr400|eth100|measured] [--intra-link NAME|measured]
-        [--comm-csv FILE] [--overlap auto|FRACTION] [--single CELL] [--out DIR]
+        [--comm-csv FILE] [--overlap auto|FRACTION] [--single CELL] [--target PCT]
+        [--out DIR]
+    python -m bench.scale --power [--target PCT]    how often a check's call errs
 
 Exit codes: 0 the projection printed; 2 bad input (one ``error:`` line).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +34,7 @@ from bench.analyze.links import (
 )
 from bench.analyze.load import load_records, records_path
 from bench.analyze.pages import Section, html_page, markdown_page
-from bench.analyze.scale import FORMULA, Plan, Prediction, plans
+from bench.analyze.scale import FORMULA, Prediction
 from bench.analyze.scale_check import (
     Check,
     Inputs,
@@ -43,9 +46,10 @@ from bench.analyze.scale_check import (
     own_inputs,
     projection,
     projection_table,
-    start_phases,
     threads_per_rank,
 )
+from bench.analyze.scale_verdict import CANT_TELL, TARGET
+from bench.analyze.scale_words import assumptions
 from bench.analyze.summary import summarize
 from bench.analyze.tables import render
 
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Project step time, samples/s and scaling efficiency of DDP, FSDP and ZeRO-1/2/3 "
         "to N devices from one device's measured phases (a model, not a measurement), "
         "and check the model against the multi-device cells the runs measured."))
-    parser.add_argument("runs", nargs="+", metavar="RUN",
+    parser.add_argument("runs", nargs="*", metavar="RUN",
                         help="run directories (or records.jsonl): the one-device cells, the "
                              "multi-device cells to check, the comm cells")
     parser.add_argument("--devices", default="8,64,512", help="device counts (default 8,64,512)")
@@ -85,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--single", metavar="CELL",
                         help="the one-device cell the projection starts from (default: the "
                              "one paired with the first checked cell, else the first single)")
+    parser.add_argument("--target", type=float, default=TARGET * 100, metavar="PCT",
+                        help="the error a check accepts, in percent (default 15): each check "
+                             "is called within, too fast, too slow or can't tell at it")
+    parser.add_argument("--power", action="store_true",
+                        help="print how often the checks' calls err (seeded simulation); "
+                             "no runs needed")
     parser.add_argument("--out", metavar="DIR", help="write scale.md, scale.html and the PNG")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
     return parser
@@ -182,61 +192,43 @@ def load(runs: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def step_in_words(inputs: Inputs) -> str:
-    return (f"step {sum(inputs.phases_s.values()) * 1000:.1f} ms = "
-            + " + ".join(f"{p} {s * 1000:.1f}" for p, s in inputs.phases_s.items()))
+def error_note(checks: list[Check], target: float) -> str:
+    verdicts = {c.cell_id: c.verdict(target) for c in checks if c.predicted}
+    if not verdicts:
+        return "no multi-device cell of the runs could be checked"
+    calls = Counter(v.call for v in verdicts.values())
+    return ("errors (predicted / measured samples/s - 1, geometric means over the repeats): "
+            + ", ".join(f"{cell} {v.error * 100:+.1f}%" for cell, v in verdicts.items())
+            + f"; at {target * 100:g}%: " + ", ".join(f"{calls[call]} {call}" for call in (
+                "within", "too fast", "too slow", CANT_TELL))
+            + " (95% intervals from both sides' repeats, not the link's noise; how often "
+            "these calls err: python -m bench.scale --power)")
 
 
-def one_rank_words(plan: Plan, start: Inputs, links: Links) -> str:
-    """What was taken out of a plan's own one-device cell: the collectives its strategy
-    calls on one rank too, or why they stay in."""
-    ops = [c.op for c in plan.sends if c.on_one_rank]
-    if not ops:
-        return ""
-    _, taken = start_phases(plan, start, links)
-    if taken:
-        sources = "; ".join(links.one_rank[op].source for op in ops if op in links.one_rank)
-        return (f"; less its {', '.join(ops)} on one rank, {taken * 1000:.1f} ms a step "
-                f"({sources})")
-    return (f"; its {', '.join(ops)} on one rank stays in (no comm cell of one rank to "
-            "cost it)")
+def power(target: float, markdown: bool) -> int:
+    """How often a check's call errs at ``target``, by seeded simulation."""
+    from bench.analyze.power import COMPARISONS, check_table
 
-
-def assumptions(inputs: Inputs, own: dict[str, Inputs], links: Links, overlap: float
-                ) -> list[str]:
-    """What the projection assumes, in words: the inputs, the links and their sources,
-    the overlap, what each strategy sends."""
-    lines = [f"inputs: {inputs.cell_id} ({inputs.accelerator}, batch {inputs.batch_size} per "
-             f"device, {inputs.threads} thread(s) per rank): {step_in_words(inputs)}; "
-             f"gradients {inputs.gradient_bytes / 1e6:.1f} MB ({inputs.bytes_from})"]
-    every = plans(inputs.gradient_bytes)
-    for plan, start in own.items():
-        lines.append(f"{plan} from its own strategy on one device, {start.cell_id}: "
-                     f"{step_in_words(start)}{one_rank_words(every[plan], start, links)}")
-    lines += [f"overlap: {overlap:g} of a phase's compute may hide the collectives "
-              "assigned to it"]
-    for scope, key, found in (("within a node", "intra", links.intra),
-                              ("across nodes", "inter", links.inter)):
-        if found is None:
-            lines.append(f"link {scope}: none ({links.missing[key]})")
-            continue
-        for link in dict.fromkeys(found.values()):
-            lines.append(f"link {scope}: {link.name}, {link.gbps:.3g} GB/s per direction, "
-                         f"alpha {link.latency_s * 1e6:.3g} us ({link.source})")
-    lines += [f"{plan.name}: {plan.about}" for plan in every.values()]
-    return lines
-
-
-def error_note(table: pd.DataFrame) -> str:
-    errors = [e for e in table.get("error", []) if e != "-"]
-    return ("errors (predicted / measured samples/s - 1): " + ", ".join(
-        f"{c} {e}" for c, e in zip(table["cell"], table["error"], strict=True) if e != "-")
-        if errors else "no multi-device cell of the runs could be checked")
+    table = check_table(target)
+    shown = table.assign(**{column: table[column].map(lambda v: f"{100 * v:.1f}%")
+                            for column in table.columns[2:]})
+    print(f"Calls of a scaling check at {target * 100:g}% ({COMPARISONS} simulated checks per "
+          "row, seed 0; noise: the spread of a repeat's samples/s between processes, both "
+          "sides; repeats: a side):")
+    print(render(shown, markdown=markdown))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    target = args.target / 100
+    if args.power:
+        return power(target, args.markdown)
     try:
+        if not args.runs:
+            raise ScaleError("give one run directory or more (or --power)")
+        if not 0 < target < 1:
+            raise ScaleError(f"--target {args.target:g}: give a percentage between 0 and 100")
         devices = device_counts(args.devices, args.devices_per_node)
         records = load(args.runs)
         summary = summarize(records)
@@ -256,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         Section("Scaling projection (a model, not a measurement)",
                 projection_table(predictions), "Nothing to project.",
                 assumptions(inputs, own, links, overlap[inputs.accelerator])),
-        Section("Predicted against measured (out of sample)", checks_table(checks),
+        Section("Predicted against measured (out of sample)", checks_table(checks, target),
                 "The runs hold no multi-device cell of a modelled strategy.",
-                [error_note(checks_table(checks)),
+                [error_note(checks, target),
                  "each check predicts a cell from a one-device cell of its workload at the "
                  "same threads per rank (its own strategy's where the runs have one, else "
                  "its control's) and the links chosen; the cell itself is no input",

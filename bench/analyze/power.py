@@ -118,3 +118,28 @@ def power_table(threshold: float = 0.05, comparisons: int = COMPARISONS,
                         row[f"Welch+threshold at {change:.0%}"] = found["reference slower"]
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+CHECK_REPEATS = (2, 3, 5, 10)
+
+
+def check_table(target: float, comparisons: int = COMPARISONS, seed: int = 0
+                ) -> pd.DataFrame:
+    """The scaling check's calls (bench.analyze.scale_verdict: decide at ``target``,
+    the predictions as B, the measured repeats as A) on simulated sides of equal noise,
+    log-normal: one row per (noise, repeats a side): how often a true error of 0 is
+    called within and called too fast or too slow, how often a true error at the
+    target's edge (+ or -, the worse) is called within, and how often a true +2x the
+    target is called too fast."""
+    rows = []
+    for cv in NOISE_CVS:
+        for repeats in CHECK_REPEATS:
+            found = {change: rates(Setting(repeats, cv, change), target, comparisons, seed)
+                     for change in (0.0, target, -target, 2 * target)}
+            rows.append({"noise": f"{cv:.0%}", "repeats": repeats,
+                         "within at 0%": found[0.0]["same"],
+                         "too fast/slow at 0%": found[0.0]["faster"] + found[0.0]["slower"],
+                         f"within at ±{target * 100:g}%": max(found[target]["same"],
+                                                        found[-target]["same"]),
+                         f"too fast at +{2 * target * 100:g}%": found[2 * target]["faster"]})
+    return pd.DataFrame(rows)

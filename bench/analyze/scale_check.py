@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.analyze.links import Link, LinkError
+from bench.analyze.load import latest
 from bench.analyze.scale import (
     PLAN_STRATEGIES,
     Network,
@@ -28,6 +30,7 @@ from bench.analyze.scale import (
     strategy_of,
     without_one_rank_collectives,
 )
+from bench.analyze.scale_verdict import TARGET, Verdict, geomean, judge
 from bench.analyze.summary import WORKLOAD_FIELDS
 from bench.analyze.tables import fmt
 from bench.metrics import PHASES
@@ -60,6 +63,7 @@ class Inputs:
     threads: int | None
     gradient_bytes: float
     bytes_from: str
+    repeat_phases_s: tuple[dict[str, float], ...] = ()  # each ok repeat's, per step
 
 
 def threads_per_rank(records: pd.DataFrame) -> dict[str, int | None]:
@@ -88,6 +92,12 @@ def gradient_bytes(records: pd.DataFrame, precision: str, exclude: str | None = 
         return None
     _, params, cell = min(found)
     return float(-params), f"{cell}'s params"
+
+
+def ok_repeats(records: pd.DataFrame, cell_id: str) -> list[dict[str, Any]]:
+    """A cell's ok records, one per repeat (the latest of a resumed run's)."""
+    rows = latest(records)
+    return rows[(rows["cell_id"] == cell_id) & (rows["status"] == "ok")].to_dict("records")
 
 
 def phases_s(row: dict[str, Any]) -> dict[str, float] | None:
@@ -124,8 +134,9 @@ def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[s
         phases = phases_s(row)
         grads = gradient_bytes(records, row["precision"], exclude)
         if phases and grads:
+            repeats = tuple(filter(None, map(phases_s, ok_repeats(records, row["cell_id"]))))
             return Inputs(row["cell_id"], row["strategy"], row["accelerator"], phases,
-                          int(row["batch_size"]), threads, *grads)
+                          int(row["batch_size"]), threads, *grads, repeats)
     return "the one-device cells lack step phases, or no record counted the model's bytes"
 
 
@@ -143,23 +154,30 @@ class Check:
     cell_id: str
     plan: str
     inputs: Inputs | None
-    predicted: Prediction | None
+    predicted: Prediction | None  # from the input cell's median phases
     measured_samples_per_s: float
     measured_step_s: float
     why_not: str | None = None
+    predicted_repeats: tuple[float, ...] = ()  # samples/s, one per input repeat
+    measured_repeats: tuple[float, ...] = ()  # samples/s of the checked cell's repeats
+
+    def verdict(self, target: float = TARGET) -> Verdict | None:
+        if self.predicted is None:
+            return None
+        return judge(self.predicted_repeats or (self.predicted.samples_per_s,),
+                     self.measured_repeats or (self.measured_samples_per_s,), target)
 
     @property
     def error(self) -> float | None:
-        if self.predicted is None:
-            return None
-        return self.predicted.samples_per_s / self.measured_samples_per_s - 1
+        found = self.verdict()
+        return found.error if found else None
 
 
 def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
                 overlap: dict[str, float]) -> list[Check]:
     """Every measured multi-device cell with a modelled strategy, predicted from the
-    one-device cell paired with it, or why it cannot be checked. ``overlap`` is by
-    accelerator."""
+    one-device cell paired with it (once from its median phases, and once from each of
+    its repeats), or why it cannot be checked. ``overlap`` is by accelerator."""
     counts = threads_per_rank(records)
     checks = []
     measured = summary[(summary["total_devices"] > 1) & summary["samples_per_s"].notna()]
@@ -181,9 +199,16 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
             checks.append(replace(check, why_not=str(error)))
             continue
         model = plans(inputs.gradient_bytes)[plan]
-        predicted = predict(model, start_phases(model, inputs, links)[0], inputs.batch_size,
-                            devices, net, overlap[row["accelerator"]])
-        checks.append(replace(check, inputs=inputs, predicted=predicted))
+
+        over = overlap[row["accelerator"]]
+        found = [predict(model, start_phases(model, replace(inputs, phases_s=p), links)[0],
+                         inputs.batch_size, devices, net, over)
+                 for p in (inputs.phases_s, *inputs.repeat_phases_s)]
+        measured_repeats = tuple(r["samples_per_s"] for r in ok_repeats(records, row["cell_id"])
+                                 if pd.notna(r.get("samples_per_s")))
+        checks.append(replace(check, inputs=inputs, predicted=found[0],
+                              predicted_repeats=tuple(f.samples_per_s for f in found[1:]),
+                              measured_repeats=measured_repeats))
     return checks
 
 
@@ -199,15 +224,27 @@ def allocator_note(summary: pd.DataFrame, checks: list[Check]) -> str | None:
             "(docs/scaling.md)")
 
 
-def checks_table(checks: list[Check]) -> pd.DataFrame:
+def checks_table(checks: list[Check], target: float = TARGET) -> pd.DataFrame:
+    """One row per check: samples/s as geometric means over the repeats (the error is
+    their ratio), its 95% interval and the call at ``target``."""
     rows = []
     for c in checks:
-        p = c.predicted
+        p, v = c.predicted, c.verdict(target)
         rows.append({"cell": c.cell_id, "model": c.plan,
                      "inputs": c.inputs.cell_id if c.inputs else "-",
-                     "predicted samples/s": fmt(p.samples_per_s) if p else "-",
-                     "measured samples/s": fmt(c.measured_samples_per_s),
-                     "error": f"{c.error * 100:+.1f}%" if c.error is not None else "-",
+                     "predicted samples/s": fmt(geomean(c.predicted_repeats) or p.samples_per_s)
+                     if p else "-",
+                     "measured samples/s": fmt(geomean(c.measured_repeats)
+                                               or c.measured_samples_per_s),
+                     "error": f"{v.error * 100:+.1f}%" if v else "-",
+                     "95% interval": (f"{v.low * 100:+.0f}% to {v.high * 100:+.0f}%"
+                                      if v and not np.isnan(v.low) else "-"),
+                     "repeats": (f"{len(c.predicted_repeats)}/{len(c.measured_repeats)}"
+                                 if p else "-"),
+                     f"within {target * 100:g}%?": (v.call + (f" (~{v.repeats_needed} repeats a "
+                                                         "side would tell)"
+                                                         if v.repeats_needed else ""))
+                     if v else "-",
                      "predicted step ms": fmt(p.step_s * 1000) if p else "-",
                      "measured step p50 ms": fmt(c.measured_step_s * 1000),
                      "comm ms (exposed)": f"{fmt(p.comm_s * 1000)} ({fmt(p.exposed_s * 1000)})"

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import compare
+from bench import compare, scale
 from bench.analyze.compare import compare_runs
 from bench.analyze.load import load_records
-from bench.analyze.power import CHANGES, power_table
+from bench.analyze.power import CHANGES, check_table, power_table
 
 REPO = Path(__file__).resolve().parents[3]
 REFERENCE = REPO / "results/reference/cpu-AMD-EPYC-25-17-2-cores"
@@ -134,3 +134,62 @@ def test_one_real_repeat_against_another_calls_nothing() -> None:
     for other in (1, 2):
         one, another = speed[speed["repeat"] == 0], speed[speed["repeat"] == other]
         assert not compare_runs(one, another)["verdict"].isin(CALLED).any()
+
+
+@pytest.fixture(scope="module")
+def check_calls() -> pd.DataFrame:
+    """The scaling check's calls at 15%: 2,000 simulated checks per (noise, repeats)."""
+    return check_table(0.15)
+
+
+def test_a_scaling_check_errs_no_more_than_the_docs_say(check_calls: pd.DataFrame) -> None:
+    """A model at the target's edge called within, or a perfect one called off: at most
+    6% and 5% of checks at every noise and repeat count; more repeats, more within."""
+    assert len(check_calls) == 12
+    assert check_calls["within at ±15%"].max() <= 0.06
+    assert check_calls["too fast/slow at 0%"].max() <= 0.05
+    for _, rows in check_calls[check_calls["noise"] != "20%"].groupby("noise"):
+        assert list(rows["within at 0%"]) == sorted(rows["within at 0%"])
+
+
+def test_the_check_table_in_the_scaling_docs_is_this_simulation(
+        check_calls: pd.DataFrame, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/scaling.md's table, each figure to 0.1 point, and bench.scale --power's."""
+    quoted = re.findall(r"^\| (\d+%) \| (\d+) \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \| "
+                        r"([\d.]+)% \|$", (REPO / "docs/scaling.md").read_text(),
+                        flags=re.MULTILINE)
+    assert len(quoted) == len(check_calls) == 12
+    for (noise, repeats, *shares), (_, row) in zip(quoted, check_calls.iterrows(), strict=True):
+        assert (noise, int(repeats)) == (row["noise"], row["repeats"])
+        for share, simulated in zip(shares, row.iloc[2:], strict=True):
+            assert abs(float(share) - 100 * simulated) <= 0.05 + 1e-9, row
+    assert scale.main(["--power", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Calls of a scaling check at 15% (2000 simulated checks per row")
+    assert "| within at ±15%" in out
+
+
+def test_the_readme_quotes_these_rates(table: pd.DataFrame, check_calls: pd.DataFrame) -> None:
+    readme = (REPO / "README.md").read_text().replace("\n  ", " ")
+    worst_false = table["false faster/slower"].max()
+    assert worst_false <= 0.06 and "where nothing changed in at most 6% of cells" in readme
+    noise_10 = table[(table["noise"] == "10%") & (table["tail"] == "log-normal")
+                     & (table["repeats"] == 5)].iloc[0]
+    assert (f"finds a true 10% change in {100 * noise_10['slower at -10%']:.0f}% of comparisons "
+            f"and a 20% one in {100 * noise_10['slower at -20%']:.0f}%") in readme
+    at_10 = check_calls[check_calls["noise"] == "10%"].set_index("repeats")["within at 0%"]
+    assert (f"is 15%, in at most {100 * check_calls['within at ±15%'].max():.1f}% of checks, "
+            f"and off when it is exact in at most "
+            f"{100 * check_calls['too fast/slow at 0%'].max():.1f}%") in readme
+    assert (f"called within in {100 * at_10[5]:.0f}% of checks at 5 repeats a side and "
+            f"{100 * at_10[10]:.0f}% at 10") in readme
+    # bench.history's, as docs/comparing.md's table quotes them (which
+    # test_history_simulation holds): the worst steady series, and the 15% drop
+    comparing = (REPO / "docs/comparing.md").read_text()
+    steady = re.findall(r"^\| steady, (?:5|10)% noise between runs.*? \| ([\d.]+)% \|",
+                        comparing, flags=re.MULTILINE)
+    drop = re.search(r"^\| a 15% drop at run 6, .*? \| ([\d.]+)% \|", comparing, re.MULTILINE)
+    assert len(steady) == 2 and drop
+    assert (f"fails a steady series of 10 runs in at most {max(map(float, steady)):.1f}% "
+            f"(5-10% noise between runs) and a series with a lasting 15% drop in "
+            f"{drop.group(1)}%") in readme

@@ -1,0 +1,54 @@
+"""A scaling check's call: is the model within its target of what was measured?
+
+The repeat is the unit of evidence on both sides: the checked cell's repeats, and one
+prediction per repeat of the one-device cell it is predicted from (the model applied
+to that repeat's phases, so the inputs' noise reaches the predictions). The error is
+the ratio of the two sides' geometric means, less 1, and the call is
+bench.analyze.noise.decide's, the rule bench.compare uses, at the target:
+
+- ``within``: the error's 90% interval lies inside the target on both sides (an
+  equivalence test); a model whose true error is the target's is called within in at
+  most ALPHA of checks;
+- ``too fast`` / ``too slow``: the model is off by more than the target, Welch's test
+  significant;
+- ``can't tell``: neither, with the repeats a side that would tell at the noise seen.
+
+Their error rates, by seeded simulation: bench.analyze.power.check_table
+(``python -m bench.scale --power``). The link's own noise (the comm cells it was fitted
+from) is not in the interval: every prediction of a check shares one link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.analyze.noise import FASTER, SAME, SLOWER, decide, repeats_needed
+
+TARGET = 0.15  # the model within 15% of the measured samples/s
+CANT_TELL = "can't tell"
+CALLS = {SAME: "within", FASTER: "too fast", SLOWER: "too slow"}  # else CANT_TELL
+
+
+@dataclass(frozen=True)
+class Verdict:
+    call: str  # within / too fast / too slow / can't tell
+    error: float  # predicted / measured - 1, geometric means over the repeats
+    low: float  # its 95% interval (NaN with one repeat on a side)
+    high: float
+    repeats_needed: int | None  # a side, to tell at the target (can't tell only)
+
+
+def judge(predicted: tuple[float, ...], measured: tuple[float, ...],
+          target: float = TARGET) -> Verdict:
+    """The call on samples/s ``predicted`` (one per input repeat) against ``measured``
+    (one per repeat of the checked cell) at ``target`` (a fraction)."""
+    found = decide(np.log(measured), np.log(predicted), target)
+    call = CALLS.get(str(found.verdict), CANT_TELL)
+    needed = repeats_needed(float(found.sigma), target) if call == CANT_TELL else None
+    return Verdict(call, float(found.change), float(found.low), float(found.high), needed)
+
+
+def geomean(values: tuple[float, ...]) -> float | None:
+    return float(np.exp(np.mean(np.log(values)))) if values else None
