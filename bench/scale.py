@@ -39,8 +39,8 @@ from bench.analyze.scale_check import (
     Check,
     Inputs,
     Links,
-    allocator_note,
     check_cells,
+    check_notes,
     checks_table,
     one_device_inputs,
     own_inputs,
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                  "each check predicts a cell from a one-device cell of its workload at the "
                  "same threads per rank (its own strategy's where the runs have one, else "
                  "its control's) and the links chosen; the cell itself is no input",
-                 *filter(None, [allocator_note(summary, checks)])])]
+                 *check_notes(summary, records, checks)])]
     print("THIS IS A MODEL, NOT A MEASUREMENT. Its formula:")
     print(FORMULA)
     for section in sections:

@@ -212,16 +212,35 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
     return checks
 
 
-def allocator_note(summary: pd.DataFrame, checks: list[Check]) -> str | None:
-    """A word where checked CPU cells ran at glibc's default allocator: their collectives
-    write into freshly mapped buffers and pay page faults the comm cells never pay."""
-    checked = {c.cell_id for c in checks if c.predicted}
-    rows = summary[summary["cell_id"].isin(checked) & (summary["accelerator"] == "cpu")]
-    if "malloc" not in rows or not (rows["malloc"] == "system").any():
-        return None
-    return ("CPU cells at malloc system: their collectives pay page faults on fresh buffers "
-            "that the comm cells do not; check with malloc = [\"retain\"] on both sides "
-            "(docs/scaling.md)")
+def check_notes(summary: pd.DataFrame, records: pd.DataFrame, checks: list[Check]
+                ) -> list[str]:
+    """Words under the checks where the cells ran as the model cannot follow: CPU cells
+    at glibc's default allocator (their collectives write into freshly mapped buffers
+    and pay page faults the comm cells never pay), ZeRO cells on a CPU at the default
+    Adam (its temporaries the size of a partition can pay them on one device even at
+    retain), and repeats that ran beside other work (the model has no stragglers)."""
+    done = [c for c in checks if c.predicted and c.inputs]
+    cells = {c.cell_id for c in done} | {c.inputs.cell_id for c in done if c.inputs}
+    rows = summary[summary["cell_id"].isin(cells) & (summary["accelerator"] == "cpu")]
+    notes = []
+    if "malloc" in rows and (rows["malloc"] == "system").any():
+        notes.append("CPU cells at malloc system: their collectives pay page faults on fresh "
+                     "buffers that the comm cells do not; check with malloc = [\"retain\"] on "
+                     "both sides (docs/scaling.md)")
+    zero = rows[rows["strategy"].map(lambda s: str(plan_of(s)).startswith("zero"))]
+    if "optimizer_impl" in zero and (zero["optimizer_impl"] == "default").any():
+        notes.append("ZeRO cells on a CPU at the default Adam: its temporaries the size of a "
+                     "partition can pay page faults on one device even at malloc retain; check "
+                     "with optimizer_impl = [\"fused\"] (docs/scaling.md)")
+    repeats = latest(records)
+    repeats = repeats[repeats["cell_id"].isin(cells) & (repeats["status"] == "ok")]
+    busy = int(repeats["machine_busy"].eq(True).sum()) if "machine_busy" in repeats else 0
+    if busy:
+        notes.append(f"the busy flag fired on {busy} of {len(repeats)} repeats of the checked "
+                     "cells and their inputs: other work slowed some of them, and a rank held "
+                     "up makes the others wait in their collectives (the model has no "
+                     "stragglers)")
+    return notes
 
 
 def checks_table(checks: list[Check], target: float = TARGET) -> pd.DataFrame:

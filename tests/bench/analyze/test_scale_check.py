@@ -264,3 +264,22 @@ def test_cpu_checks_at_the_default_allocator_say_to_check_at_retain(
         checks = rows_of(out, "Predicted against measured (out of sample)")
         assert checks[DDP][5] == "+6.1%"  # checked either way
         assert ("CPU cells at malloc system: their collectives pay page faults" in out) is said
+
+
+def test_zero_checks_at_the_default_adam_and_busy_repeats_are_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ZeRO check on a CPU at the default Adam says to check at fused; one at fused
+    does not. Repeats that ran beside other work (the busy flag) are counted."""
+    for impl, busy in (("default", False), ("fused", True)):
+        made = [record("raw", 1, 160.0, 1, params=2 * MIB_25),
+                record("engine-deepspeed_stage_1", 2, 350.0, 1)]
+        for each in made:
+            each["cell"]["optimizer_impl"] = impl
+            each["cell_id"] += "" if impl == "default" else "-adam-fused"
+        made[1]["machine"] = {"busy": busy}
+        code, out, _ = scale(capsys, str(write_run(tmp_path / impl, made)), "--link",
+                             "measured", "--comm-csv", str(write_comm_csv(tmp_path / "c.csv")))
+        assert code == 0
+        assert ("ZeRO cells on a CPU at the default Adam" in out) is (impl == "default")
+        assert ("the busy flag fired on 1 of 2 repeats of the checked cells and their "
+                "inputs" in out) is busy
