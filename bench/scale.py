@@ -277,7 +277,7 @@ def write_pages(out: Path, args: argparse.Namespace, sections: list[Section],
 
     title = "mnist-bench scaling projection"
     png = plot_projection(predictions, checks, f"{title} (model; link {args.link}, "
-                          f"{args.devices_per_node} devices per node)", out)
+                          f"{args.devices_per_node} devices per node)", out, args.target / 100)
     pngs = [png] if png else []
     env = [("runs", ", ".join(args.runs)), ("link", args.link),
            ("intra-node link", args.intra_link or args.link),

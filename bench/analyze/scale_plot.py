@@ -14,13 +14,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.analyze.plots import save_figure  # noqa: E402
 from bench.analyze.scale import Prediction  # noqa: E402
 from bench.analyze.scale_check import Check  # noqa: E402
+from bench.analyze.scale_verdict import TARGET  # noqa: E402
 
 PLAN_STYLES = {"ddp": ("#1f77b4", "-"), "fsdp": ("#ff7f0e", "-"), "zero-1": ("#2ca02c", "-"),
                "zero-2": ("#d62728", "--"), "zero-3": ("#9467bd", ":")}
 
 
 def plot_projection(predictions: list[Prediction], checks: list[Check], title: str,
-                    out_dir: Path) -> Path | None:
+                    out_dir: Path, target: float = TARGET) -> Path | None:
     """Two panels: samples/s (log-log: the whole range) and scaling efficiency (where
     the strategies part), both against devices."""
     if not predictions:
@@ -37,7 +38,7 @@ def plot_projection(predictions: list[Prediction], checks: list[Check], title: s
                      key=lambda c: -c.measured_samples_per_s)
     for check in checked:
         row = [c for c in checked if c.predicted.devices == check.predicted.devices]
-        _measured_point(rate, eff, check, row.index(check))
+        _measured_point(rate, eff, check, row.index(check), target)
     rate.scatter([], [], marker="*", s=160, color="grey", edgecolors="black",
                  label="measured cell (model's error, call at the target)")
     rate.set_yscale("log")
@@ -52,7 +53,8 @@ def plot_projection(predictions: list[Prediction], checks: list[Check], title: s
     return save_figure(fig, out_dir, "scaling-projection.png")
 
 
-def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check, row: int) -> None:
+def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check, row: int,
+                    target: float) -> None:
     """A measured cell on both panels, its efficiency against the same one-device step
     the model starts from; the label is the model's error and the check's call, the
     ``row``-th of its device count on the samples/s panel."""
@@ -60,7 +62,7 @@ def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check, row: int) -> No
     color = PLAN_STYLES.get(check.plan, ("black", "-"))[0]
     devices = check.predicted.devices
     one_device = devices * check.inputs.batch_size / sum(check.inputs.phases_s.values())
-    verdict = check.verdict()
+    verdict = check.verdict(target)
     assert verdict is not None
     label = f"{check.plan} {verdict.error * 100:+.0f}% ({verdict.call})"
     for ax, value, offset in ((rate, check.measured_samples_per_s, (24, 16 - 11 * row)),

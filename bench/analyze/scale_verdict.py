@@ -7,8 +7,8 @@ the ratio of the two sides' geometric means, less 1, and the call is
 bench.analyze.noise.decide's, the rule bench.compare uses, at the target:
 
 - ``within``: the error's 90% interval lies inside the target on both sides (an
-  equivalence test); a model whose true error is the target's is called within in at
-  most ALPHA of checks;
+  equivalence test); a model whose true error is the target's is called within in
+  about ALPHA of checks (at most 5.8% in the simulation);
 - ``too fast`` / ``too slow``: the model is off by more than the target, Welch's test
   significant;
 - ``can't tell``: neither, with the repeats a side that would tell at the noise seen.
