@@ -222,13 +222,15 @@ def power(target: float, markdown: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     target = args.target / 100
+    if not 0 < target < 1:
+        print(f"error: --target {args.target:g}: give a percentage between 0 and 100",
+              file=sys.stderr)
+        return 2
     if args.power:
         return power(target, args.markdown)
     try:
         if not args.runs:
             raise ScaleError("give one run directory or more (or --power)")
-        if not 0 < target < 1:
-            raise ScaleError(f"--target {args.target:g}: give a percentage between 0 and 100")
         devices = device_counts(args.devices, args.devices_per_node)
         records = load(args.runs)
         summary = summarize(records)

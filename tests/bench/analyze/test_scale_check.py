@@ -124,6 +124,8 @@ def test_the_target_is_a_choice_and_a_bad_one_is_refused(
     assert scale(capsys, str(run), "--link", "eth100", "--target", "150")[0::2] == (
         2, "error: --target 150: give a percentage between 0 and 100\n")
     assert scale(capsys)[0::2] == (2, "error: give one run directory or more (or --power)\n")
+    assert scale(capsys, "--power", "--target", "0")[0::2] == (
+        2, "error: --target 0: give a percentage between 0 and 100\n")
 
 
 def test_a_strategy_run_on_one_device_is_its_own_input(
