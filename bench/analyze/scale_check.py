@@ -96,8 +96,9 @@ def gradient_bytes(records: pd.DataFrame, precision: str, exclude: str | None = 
 
 def ok_repeats(records: pd.DataFrame, cell_id: str) -> list[dict[str, Any]]:
     """A cell's ok records, one per repeat (the latest of a resumed run's)."""
-    rows = latest(records)
-    return rows[(rows["cell_id"] == cell_id) & (rows["status"] == "ok")].to_dict("records")
+    # the cell's records first, then the latest of each repeat: not the whole frame's
+    rows = latest(records[records["cell_id"] == cell_id])
+    return rows[rows["status"] == "ok"].to_dict("records")
 
 
 def phases_s(row: dict[str, Any]) -> dict[str, float] | None:
@@ -166,11 +167,6 @@ class Check:
             return None
         return judge(self.predicted_repeats or (self.predicted.samples_per_s,),
                      self.measured_repeats or (self.measured_samples_per_s,), target)
-
-    @property
-    def error(self) -> float | None:
-        found = self.verdict()
-        return found.error if found else None
 
 
 def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from bench.analyze.noise import FASTER, SAME, SLOWER, decide, repeats_needed
 
@@ -51,4 +52,4 @@ def judge(predicted: tuple[float, ...], measured: tuple[float, ...],
 
 
 def geomean(values: tuple[float, ...]) -> float | None:
-    return float(np.exp(np.mean(np.log(values)))) if values else None
+    return float(stats.gmean(values)) if values else None
