@@ -17,14 +17,15 @@ WINDOW_MODES = ("time", "fixed")  # bench.measure.window
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 # The host allocator (bench.execute.settings.apply_malloc): "system" as the process
-# starts; "retain": glibc keeps what it frees for reuse instead of returning it.
-MALLOC_MODES = ("system", "retain")
+# starts; "retain": glibc keeps what it frees for reuse instead of returning it;
+# "jemalloc": jemalloc preloaded into the cell's processes, never purging what it frees.
+MALLOC_MODES = ("system", "retain", "jemalloc")
 
 
 # The fields a comm cell reads; the others are set to their defaults (COMM_FIXED: its
 # own), whatever the matrix said.
 COMM_FIELDS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "mode",
-               "steps", "warmup_steps", "seed")
+               "steps", "warmup_steps", "seed", "malloc")
 COMM_FIXED = {"warmup": "fixed", "window": "fixed"}
 
 
@@ -128,7 +129,8 @@ class Cell:
         if self.num_nodes > 1:
             parts.append(f"{self.num_nodes}n")
         if self.mode == "comm":  # nothing else distinguishes a comm cell
-            return "-".join([*parts, self.strategy, self.precision, "comm"])
+            malloc = [f"malloc-{self.malloc}"] if self.malloc != "system" else []
+            return "-".join([*parts, self.strategy, self.precision, "comm", *malloc])
         parts += [self.strategy, self.precision, f"bs{self.batch_size}", self.loader]
         if self.compile != "none":
             parts.append(f"compile-{self.compile}")

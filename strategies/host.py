@@ -1,9 +1,10 @@
 """Facts about the host this process runs on, read at run time: its usable cores,
-whether ``srun`` started it, and what its CPU's kernels can do as torch sees it
-(strategies.registry.Machine gathers them)."""
+whether ``srun`` started it, what its CPU's kernels can do as torch sees it, and
+where jemalloc is (strategies.registry.Machine gathers them)."""
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 
 # Why a CPU bf16 cell is skipped here (strategies.registry), and a bf16 test too.
@@ -38,3 +39,38 @@ def slurm_launched() -> bool:
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     return SLURMEnvironment.detect()
+
+
+# Where malloc "jemalloc" finds the library, when the loader's search would not.
+JEMALLOC_VAR = "MNIST_BENCH_JEMALLOC"
+# jemalloc's settings in a malloc "jemalloc" cell: freed pages are never purged
+# (returned to the kernel), so that a buffer the size of the last one freed reuses its
+# pages instead of faulting in fresh ones (bench.execute.settings.apply_malloc).
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def jemalloc_library() -> str | None:
+    """The jemalloc shared library that a malloc "jemalloc" cell preloads: the path in
+    MNIST_BENCH_JEMALLOC (set, but empty: none), else the one the dynamic loader finds
+    (Debian and Ubuntu: apt install libjemalloc2). None where there is none."""
+    if JEMALLOC_VAR in os.environ:
+        path = os.environ[JEMALLOC_VAR]
+        return path if path and os.path.exists(path) else None
+    return ctypes.util.find_library("jemalloc")
+
+
+def why_no_allocator(malloc: str, glibc: bool, jemalloc: bool, launched: bool = False
+                     ) -> str | None:
+    """Why a cell's ``malloc`` cannot be had, or None. ``jemalloc``: a library is here
+    or, for a cell a launched walk runs in its own processes (``launched``), those
+    processes started with it preloaded (an allocator is chosen as a process starts)."""
+    if malloc == "retain" and not glibc:
+        return "malloc retain sets glibc's mallopt; this C library is not glibc"
+    if malloc == "jemalloc" and not jemalloc:
+        if launched:
+            return ("malloc jemalloc: a launched cell runs in the launcher's processes, "
+                    "whose allocator was chosen when they started; launch with "
+                    f"LD_PRELOAD=<libjemalloc.so.2> MALLOC_CONF={JEMALLOC_CONF}")
+        return ("malloc jemalloc preloads jemalloc, and this machine has none (apt install "
+                f"libjemalloc2, or set {JEMALLOC_VAR} to its path)")
+    return None

@@ -14,8 +14,10 @@ from typing import Any, Protocol
 from strategies.host import (
     NO_BF16_KERNELS,
     cpu_has_bf16_kernels,
+    jemalloc_library,
     slurm_launched,
     usable_cpus,
+    why_no_allocator,
 )
 from strategies.toolchain import Toolchain
 
@@ -36,11 +38,10 @@ class StrategySpec:
     engine: str | None = None  # the engine a hand-written loop drives: ddp, fsdp, deepspeed
     about: str = ""
     # The DDP engine's gradient communication (bench.execute.backends.engines.DDP):
-    # "buckets" as torch sets them (25 MiB, overlapped with backward), "one-bucket"
-    # (every gradient in one bucket, all-reduced once backward is done: no overlap),
-    # "none" (every step under no_sync(): the same backward without communication),
-    # "alternate" (one bucket; every other step under no_sync(); the bucket's bytes
-    # all-reduced bare after the window: the DDP check inside one process).
+    # "buckets" as torch sets them (25 MiB, overlapped with backward); "one-bucket" (all
+    # in one, all-reduced after backward: no overlap); "none" (no_sync() every step);
+    # "alternate" (one bucket, no_sync() every other step, then the bucket all-reduced
+    # bare after the window: the DDP check inside one process).
     ddp_comm: str = "buckets"
 
     @property
@@ -152,6 +153,8 @@ class Machine:
     can_build_cpu_adam: bool = True  # DeepSpeed's offload optimizer: prebuilt or buildable
     cpu_adam_lacks: tuple[str, ...] = ()  # what building it would need and is not here
     glibc: bool = True  # the C library whose mallopt malloc "retain" sets
+    jemalloc: bool = True  # a jemalloc library for malloc "jemalloc" (strategies.host)
+    jemalloc_preloaded: bool = False  # this process started with it (a launched walk's)
     cpu_bf16: bool = True  # torch's oneDNN runs bf16 on this CPU (cpu_has_bf16_kernels)
 
     @property
@@ -165,8 +168,7 @@ class Machine:
         import torch  # here, not at the top: naming and checking cells needs no torch
 
         cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        world = os.environ.get("WORLD_SIZE")
-        local_world = os.environ.get("LOCAL_WORLD_SIZE")
+        world, local_world = os.environ.get("WORLD_SIZE"), os.environ.get("LOCAL_WORLD_SIZE")
         if world is None and slurm_launched():
             world = os.environ["SLURM_NTASKS"]
             # e.g. "4" or "4(x2)": tasks per node, the same on every node here
@@ -186,6 +188,8 @@ class Machine:
             can_build_cpu_adam=tools.can_build_cpu_adam,
             cpu_adam_lacks=tuple(tools.cpu_adam_build_lacks()),
             glibc=platform.libc_ver()[0] == "glibc",
+            jemalloc=jemalloc_library() is not None,
+            jemalloc_preloaded="jemalloc" in os.environ.get("LD_PRELOAD", ""),
             cpu_bf16=cpu_has_bf16_kernels(),
         )
 
@@ -220,13 +224,15 @@ def _not_on_this_hardware(cell: CellLike, machine: Machine) -> str | None:
     if accelerator == "cpu" and cell.precision.startswith("bf16") and not machine.cpu_bf16:
         return (f"{NO_BF16_KERNELS}: its bf16 matmuls fall back to generic code some 200x "
                 f"slower than fp32, so a {cell.precision} cell would take hours")
-    compile_mode = getattr(cell, "compile", "none")
-    if compile_mode != "none" and not machine.can_compile:
+    if getattr(cell, "compile", "none") != "none" and not machine.can_compile:
         return ("torch.compile builds generated code (Triton's launcher on CUDA, C++ kernels "
                 "on CPU) and needs a C compiler and Python.h; this machine lacks one "
                 "(install gcc and python3-dev)")
-    if getattr(cell, "malloc", "system") == "retain" and not machine.glibc:
-        return "malloc retain sets glibc's mallopt; this C library is not glibc"
+    launched = machine.launched_world_size is not None and cell.devices * cell.num_nodes > 1
+    if why := why_no_allocator(getattr(cell, "malloc", "system"), machine.glibc,
+                               machine.jemalloc_preloaded if launched else machine.jemalloc,
+                               launched):
+        return why
     if spec.offload and not machine.can_build_cpu_adam:
         lacks = ", ".join(machine.cpu_adam_lacks) or "its tools"
         return ("DeepSpeed offload needs its cpu_adam op: prebuilt (DS_BUILD_CPU_ADAM=1 pip "

@@ -35,6 +35,8 @@ from bench.analyze.summary import WORKLOAD_FIELDS
 from bench.analyze.tables import fmt
 from bench.metrics import PHASES
 
+GLIBC_MODES = ("system", "retain")  # the malloc modes that leave glibc in charge
+
 
 @dataclass(frozen=True)
 class Links:
@@ -211,18 +213,25 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
 def check_notes(summary: pd.DataFrame, records: pd.DataFrame, checks: list[Check]
                 ) -> list[str]:
     """Words under the checks where the cells ran as the model cannot follow: CPU cells
-    at glibc's default allocator (their collectives write into freshly mapped buffers
-    and pay page faults the comm cells never pay), ZeRO cells on a CPU at the default
+    or comm cells at glibc's allocator (their collectives' temporaries pay page faults
+    on some calls and not others), ZeRO cells on a CPU at the default
     Adam (its temporaries the size of a partition can pay them on one device even at
     retain), and repeats that ran beside other work (the model has no stragglers)."""
     done = [c for c in checks if c.predicted and c.inputs]
     cells = {c.cell_id for c in done} | {c.inputs.cell_id for c in done if c.inputs}
     rows = summary[summary["cell_id"].isin(cells) & (summary["accelerator"] == "cpu")]
     notes = []
-    if "malloc" in rows and (rows["malloc"] == "system").any():
-        notes.append("CPU cells at malloc system: their collectives pay page faults on fresh "
-                     "buffers that the comm cells do not; check with malloc = [\"retain\"] on "
-                     "both sides (docs/scaling.md)")
+    comm = latest(records)
+    comm = comm[(comm["mode"] == "comm") & (comm["accelerator"] == "cpu")
+                & (comm["status"] == "ok")] if "mode" in comm else comm.iloc[:0]
+    if any("malloc" in frame and frame["malloc"].isin(GLIBC_MODES).any()
+           for frame in (rows, comm)):
+        notes.append("CPU cells at glibc's allocator (malloc system or retain) among the checked "
+                     "cells, their inputs or the comm cells: gloo allocates a temporary the size "
+                     "of a collective's output on every call, which glibc gives fresh pages "
+                     "(page faults) on some calls, or all; such calls took several times a "
+                     "clean one's time. Check with malloc = [\"jemalloc\"] on every side "
+                     "(docs/scaling.md)")
     zero = rows[rows["strategy"].map(lambda s: str(plan_of(s)).startswith("zero"))]
     if "optimizer_impl" in zero and (zero["optimizer_impl"] == "default").any():
         notes.append("ZeRO cells on a CPU at the default Adam: its temporaries the size of a "

@@ -4,12 +4,12 @@ raw loop, and recorded in the record's ``effective`` block."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 from typing import Any
 
 import torch
 
+from bench.execute.allocator import apply_malloc
 from bench.matrix import Cell
 
 
@@ -37,34 +37,6 @@ def apply_process_settings(cell: Cell) -> dict[str, Any]:
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "channels_last": cell.channels_last, "malloc": cell.malloc,
             "loader_workers": loader_workers(cell)}
-
-
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD = -1
-M_MMAP_MAX = -4
-M_ARENA_MAX = -8
-RETAIN_TRIM_BYTES = 2**31 - 1  # mallopt takes a C int: keep up to 2 GiB free at the top
-
-
-def apply_malloc(mode: str) -> None:
-    """``retain``: from here on glibc serves every allocation from its one heap (one
-    arena, no mmap of its own) and never trims the heap's top, so what a step frees, the next step
-    reuses. By default glibc maps each allocation over its mmap threshold (at most 32
-    MiB) fresh and unmaps it when freed; this model's two 79 MB weights then cost
-    every CPU step their gradients and the optimizer's temporaries as new pages, each
-    a page fault that the kernel zeroes. (GPU tensors use CUDA's caching allocator.)
-    ``system``: glibc as the process started. Allocations made before stay as
-    they were. A cell with ``retain`` is skipped where the C library is not glibc
-    (strategies.registry)."""
-    if mode == "system":
-        return
-    mallopt = ctypes.CDLL(None).mallopt  # the process's C library
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    # One arena: a thread that finds the main arena busy would otherwise take another,
-    # whose heaps (64 MiB at most) cannot hold a large tensor, which glibc then maps.
-    if not (mallopt(M_ARENA_MAX, 1) and mallopt(M_MMAP_MAX, 0)
-            and mallopt(M_TRIM_THRESHOLD, RETAIN_TRIM_BYTES)):
-        raise RuntimeError("glibc's mallopt refused malloc retain's settings")
 
 
 def loader_workers(cell: Cell) -> int:

@@ -17,6 +17,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.execute.allocator import allocator_environment
 from bench.matrix import Cell
 from bench.measure import ledger
 from bench.measure.env import env_key
@@ -126,7 +127,8 @@ class CellProcess:
         """The cell's process, in a session and process group of its own, its output
         appended to ``log`` (open as ``handle``), stdin /dev/null, unbuffered; it learns
         when it was asked for (bench.measure.ledger)."""
-        env = os.environ | {"PYTHONUNBUFFERED": "1", ledger.ASKED_AT_VAR: repr(asked)}
+        env = (os.environ | {"PYTHONUNBUFFERED": "1", ledger.ASKED_AT_VAR: repr(asked)}
+               | allocator_environment(self.cell.malloc))
         if self.preloaded:
             assert self.options.preload is not None
             try:

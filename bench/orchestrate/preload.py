@@ -32,8 +32,9 @@ PRELOAD_MODULES = ["bench.execute.preload"]
 
 
 def preloadable(cell: Cell) -> bool:
-    """A cell whose every rank is on this machine (the walk does not run others)."""
-    return cell.num_nodes == 1
+    """A cell whose every rank is on this machine (the walk does not run others), and
+    whose allocator is the server's: jemalloc is preloaded when a process starts."""
+    return cell.num_nodes == 1 and cell.malloc != "jemalloc"
 
 
 class PreloadedProcess:

@@ -17,6 +17,10 @@ def test_cell_id_is_a_stable_readable_slug() -> None:
         "cpu-1x-single-32-true-bs64-tensor-compile-default-adam-fused-acc0.98"
     assert Cell(devices=1, num_nodes=2, strategy="ddp").id == "cpu-1x-2n-ddp-32-true-bs64-tensor"
     assert Cell(malloc="retain").id == "cpu-1x-single-32-true-bs64-tensor-malloc-retain"
+    # a comm cell's id: only what it reads, its allocator among them (gloo's temporaries)
+    assert Cell(mode="comm", strategy="ddp", batch_size=8).id == "cpu-1x-ddp-32-true-comm"
+    assert Cell(mode="comm", strategy="ddp", malloc="jemalloc").id == \
+        "cpu-1x-ddp-32-true-comm-malloc-jemalloc"
 
 
 def test_cell_round_trips_through_a_dict() -> None:
@@ -34,7 +38,7 @@ def test_cell_round_trips_through_a_dict() -> None:
     ({"loader": "fast"}, "unknown loader"),
     ({"target_acc": 1.5}, "target_acc"),
     ({"window": "steps"}, "unknown window 'steps'; valid: time, fixed"),
-    ({"malloc": "jemalloc"}, "unknown malloc 'jemalloc'; valid: system, retain"),
+    ({"malloc": "tcmalloc"}, "unknown malloc 'tcmalloc'; valid: system, retain, jemalloc"),
     ({"min_window_s": 0.0}, "min_window_s must be positive, got 0.0"),
     # a time window is sized on the warm-up's steps: none to time
     ({"warmup_steps": 0}, "window time chooses the step count from the warm-up's step time"),

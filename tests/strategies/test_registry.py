@@ -58,6 +58,11 @@ def test_unknown_names_are_errors_listing_the_valid_ones(field: str, value: str,
     (FakeCell(strategy="ddp", devices=1, num_nodes=2), CPU_BOX, "torchrun or SLURM"),
     (FakeCell(malloc="retain"), Machine(2, 0, False, deepspeed=False, glibc=False),
      "this C library is not glibc"),
+    (FakeCell(malloc="jemalloc"), Machine(2, 0, False, deepspeed=False, jemalloc=False),
+     "apt install libjemalloc2"),
+    # a launched walk's multi-rank cell runs in the launcher's processes, as they started
+    (FakeCell(strategy="ddp", devices=2, malloc="jemalloc"), TORCHRUN_2,
+     "launch with LD_PRELOAD="),
     (FakeCell(precision="bf16-mixed"), Machine(2, 0, False, deepspeed=True, cpu_bf16=False),
      "this CPU has no bf16 kernels"),
     (FakeCell(strategy="raw", precision="bf16-true"),
@@ -74,6 +79,11 @@ def test_skip_reasons(cell: FakeCell, machine: Machine, reason: str) -> None:
     (FakeCell(strategy="raw"), CPU_BOX),
     (FakeCell(strategy="ddp", devices=2), TORCHRUN_2),
     (FakeCell(strategy="single"), TORCHRUN_2),  # one device: rank 0 runs it alone
+    # ... in a child process, which bench.run starts with jemalloc preloaded
+    (FakeCell(strategy="single", malloc="jemalloc"), TORCHRUN_2),
+    (FakeCell(strategy="ddp", devices=2, malloc="jemalloc"),
+     Machine(2, 0, False, deepspeed=True, launched_world_size=2, launched_local_world_size=2,
+             jemalloc_preloaded=True)),
     (FakeCell(accelerator="cuda", strategy="deepspeed_stage_3", precision="16-mixed"), ONE_GPU),
     # A CPU without bf16 kernels still runs its 32-true cells, and its GPU its bf16 ones.
     (FakeCell(), Machine(2, 0, False, deepspeed=True, cpu_bf16=False)),

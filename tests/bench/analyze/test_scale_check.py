@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bench import scale as scale_cli
+from tests.bench.analyze.test_comm import comm_record, row
 from tests.bench.analyze.test_links import comm_row
 from tests.bench.analyze.test_report import make_record, write_run
 
@@ -253,9 +254,9 @@ def test_auto_overlap_hides_collectives_on_cuda_and_not_on_cpu(
     assert code == 0
 
 
-def test_cpu_checks_at_the_default_allocator_say_to_check_at_retain(
+def test_cpu_checks_at_glibcs_allocator_say_to_check_at_jemalloc(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for malloc, said in (("system", True), ("retain", False)):
+    for malloc, said in (("system", True), ("retain", True), ("jemalloc", False)):
         made = [record("single", 1, 160.0, 1), record("raw", 1, 160.0, 1, params=2 * MIB_25),
                 record("ddp", 2, 300.0, 1)]
         for each in made:
@@ -265,7 +266,25 @@ def test_cpu_checks_at_the_default_allocator_say_to_check_at_retain(
         assert code == 0
         checks = rows_of(out, "Predicted against measured (out of sample)")
         assert checks[DDP][5] == "+6.1%"  # checked either way
-        assert ("CPU cells at malloc system: their collectives pay page faults" in out) is said
+        assert ("CPU cells at glibc's allocator (malloc system or retain) among the checked "
+                "cells" in out) is said
+
+
+def test_comm_cells_at_glibcs_allocator_are_said_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Training cells at jemalloc, links fitted from comm cells at system: their
+    all_gathers held page faults the training cells no longer pay."""
+    made = [record("single", 1, 160.0, 1), record("raw", 1, 160.0, 1, params=2 * MIB_25),
+            record("ddp", 2, 300.0, 1)]
+    for each in made:
+        each["cell"]["malloc"] = "jemalloc"
+    comm = comm_record(2, [row("all_reduce", n, [n / MIB_25 * 1e-3] * 3, 2)
+                           for n in (MIB_25, 2 * MIB_25)])
+    code, out, _ = scale(capsys, str(write_run(tmp_path / "run", [*made, comm])), "--link",
+                         "ib-ndr400", "--intra-link", "measured")
+    assert code == 0
+    assert "glibc's allocator (malloc system or retain) among the checked cells, their " \
+        "inputs or the comm cells" in out
 
 
 def test_zero_checks_at_the_default_adam_and_busy_repeats_are_said(

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 
 import pytest
 import torch
 
 from bench.execute.settings import apply_process_settings, loader_workers, threads_per_rank
-from bench.matrix import MALLOC_MODES, Cell
+from bench.matrix import Cell
 
 CORES = len(os.sched_getaffinity(0))
-REPO = Path(__file__).resolve().parents[3]
 
 
 def test_the_ranks_on_a_machine_split_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,33 +48,3 @@ def test_the_settings_applied_are_the_settings_recorded() -> None:
     finally:
         torch.set_num_threads(before[0])
         torch.set_float32_matmul_precision(before[1])
-
-
-# A fresh process per mode: mallopt's settings hold for the whole process.
-FAULTS_PER_ALLOCATION = """
-import resource, sys, torch
-from bench.execute.settings import apply_malloc
-apply_malloc(sys.argv[1])
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):  # 128 MiB: retained, the heap grows to hold it; within a few
-    torch.ones(2**25)  # allocations (as training's warm-up steps) it serves it again
-before = faults()
-for _ in range(5):
-    torch.ones(2**25)  # allocated, written, freed
-print((faults() - before) / 5)
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc retain sets glibc's mallopt")
-def test_malloc_retain_reuses_freed_memory_instead_of_faulting_in_new_pages() -> None:
-    """By default glibc maps a 128 MiB tensor afresh each time and unmaps it when freed:
-    32,768 pages of 4 KiB, each a page fault (fewer where the kernel gives huge
-    pages). Retained, the heap keeps the freed memory and the next tensor reuses it."""
-    import subprocess
-    import sys
-
-    faults = {mode: float(subprocess.run(
-        [sys.executable, "-c", FAULTS_PER_ALLOCATION, mode], capture_output=True, text=True,
-        check=True, cwd=REPO).stdout) for mode in MALLOC_MODES}
-    assert faults["retain"] < 100 < 1000 < faults["system"]
