@@ -32,16 +32,19 @@ def plot_projection(predictions: list[Prediction], checks: list[Check], title: s
         for ax, value in ((rate, "samples_per_s"), (eff, "efficiency")):
             ax.plot([p.devices for p in line], [getattr(p, value) for p in line], style,
                     marker="o", markersize=4, color=color, label=f"{plan} (model)")
-    # checks at one device count sit close on the log panel: their labels go one under
+    # checks at one device count sit close on either panel: their labels go one under
     # the other, highest first, each with a thin line to its star
-    checked = sorted((c for c in checks if c.predicted is not None),
-                     key=lambda c: -c.measured_samples_per_s)
+    checked = [c for c in checks if c.predicted is not None and c.inputs is not None]
     for check in checked:
-        row = [c for c in checked if c.predicted.devices == check.predicted.devices]
-        _measured_point(rate, eff, check, row.index(check), target)
+        same = [c for c in checked if c.predicted.devices == check.predicted.devices]
+        rows = [sorted(same, key=key, reverse=True).index(check)
+                for key in (lambda c: c.measured_samples_per_s, _efficiency)]
+        _measured_point(rate, eff, check, rows, target)
     rate.scatter([], [], marker="*", s=160, color="grey", edgecolors="black",
                  label="measured cell (model's error, call at the target)")
     rate.set_yscale("log")
+    # room under the lowest point for the labels stacked under it
+    rate.set_ylim(bottom=rate.get_ylim()[0] / 1.6)
     rate.set_ylabel("samples/s (global)")
     eff.set_ylabel("scaling efficiency: per-device samples/s / one device's")
     for ax in (rate, eff):
@@ -53,22 +56,29 @@ def plot_projection(predictions: list[Prediction], checks: list[Check], title: s
     return save_figure(fig, out_dir, "scaling-projection.png")
 
 
-def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check, row: int,
-                    target: float) -> None:
-    """A measured cell on both panels, its efficiency against the same one-device step
-    the model starts from; the label is the model's error and the check's call, the
-    ``row``-th of its device count on the samples/s panel."""
+def _efficiency(check: Check) -> float:
+    """A measured cell's per-device samples/s against the one-device step the model
+    starts from."""
     assert check.predicted is not None and check.inputs is not None
+    one_device = check.predicted.devices * check.inputs.batch_size \
+        / sum(check.inputs.phases_s.values())
+    return check.measured_samples_per_s / one_device
+
+
+def _measured_point(rate: plt.Axes, eff: plt.Axes, check: Check, rows: list[int],
+                    target: float) -> None:
+    """A measured cell on both panels; the label is the model's error and the check's
+    call, the ``rows``-th (samples/s panel, efficiency panel) of its device count."""
+    assert check.predicted is not None
     color = PLAN_STYLES.get(check.plan, ("black", "-"))[0]
     devices = check.predicted.devices
-    one_device = devices * check.inputs.batch_size / sum(check.inputs.phases_s.values())
     verdict = check.verdict(target)
     assert verdict is not None
     label = f"{check.plan} {verdict.error * 100:+.0f}% ({verdict.call})"
-    for ax, value, offset in ((rate, check.measured_samples_per_s, (24, 16 - 11 * row)),
-                              (eff, check.measured_samples_per_s / one_device, (8, -4))):
+    for ax, value, row in ((rate, check.measured_samples_per_s, rows[0]),
+                           (eff, _efficiency(check), rows[1])):
         ax.scatter([devices], [value], marker="*", s=160, color=color, edgecolors="black",
                    zorder=3)
-        ax.annotate(label, (devices, value), textcoords="offset points", xytext=offset,
-                    fontsize=7, arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5}
-                    if ax is rate else None)
+        ax.annotate(label, (devices, value), textcoords="offset points",
+                    xytext=(24, 16 - 11 * row), fontsize=7,
+                    arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5})
