@@ -109,7 +109,11 @@ def test_each_record_says_where_its_wall_time_went(smoke_run: dict) -> None:
         assert all(value is not None and value >= 0 for part, value in parts.items()
                    if part != "other"), parts
         assert sum(parts.values()) == pytest.approx(ledger["wall_s"], abs=1e-3)
-        assert abs(parts["other"]) < 0.05, parts  # the marks leave no gap between parts
+        # The marks leave no gap between parts but the step clock's own: Lightning's
+        # bookkeeping between one step's end and the next's start, a few ms a step that
+        # a loaded machine stretches (0.126 s in a 16 s warm-up once). A missing part
+        # would be seconds (setup, warm-up) or is checked below (validation).
+        assert abs(parts["other"]) < max(0.05, 0.005 * ledger["wall_s"]), parts
         assert parts["window"] == round(rank0["window_s"], 4)
         assert parts["warmup"] == round(sum(rank0["warmup_step_s"]), 4)
         assert parts["validation"] == round(rank0["paused_s"], 4) > 0
