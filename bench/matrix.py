@@ -16,7 +16,7 @@ WARMUP_MODES = ("steady", "fixed")  # bench.measure.warmup
 WINDOW_MODES = ("time", "fixed")  # bench.measure.window
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
-# The host allocator (bench.execute.settings.apply_malloc): "system" as the process
+# The host allocator (bench.execute.allocator.apply_malloc): "system" as the process
 # starts; "retain": glibc keeps what it frees for reuse instead of returning it;
 # "jemalloc": jemalloc preloaded into the cell's processes, never purging what it frees.
 MALLOC_MODES = ("system", "retain", "jemalloc")
@@ -128,8 +128,8 @@ class Cell:
         parts = [self.accelerator, f"{self.devices}x"]
         if self.num_nodes > 1:
             parts.append(f"{self.num_nodes}n")
+        malloc = [f"malloc-{self.malloc}"] if self.malloc != "system" else []
         if self.mode == "comm":  # nothing else distinguishes a comm cell
-            malloc = [f"malloc-{self.malloc}"] if self.malloc != "system" else []
             return "-".join([*parts, self.strategy, self.precision, "comm", *malloc])
         parts += [self.strategy, self.precision, f"bs{self.batch_size}", self.loader]
         if self.compile != "none":
@@ -138,8 +138,7 @@ class Cell:
             parts.append(f"mm-{self.matmul_precision}")
         if self.channels_last:
             parts.append("cl")
-        if self.malloc != "system":
-            parts.append(f"malloc-{self.malloc}")
+        parts += malloc
         if self.optimizer != "adam" or self.optimizer_impl != "default":
             parts.append(f"{self.optimizer}-{self.optimizer_impl}")
         if self.mode == "accuracy":

@@ -45,7 +45,7 @@ def slurm_launched() -> bool:
 JEMALLOC_VAR = "MNIST_BENCH_JEMALLOC"
 # jemalloc's settings in a malloc "jemalloc" cell: freed pages are never purged
 # (returned to the kernel), so that a buffer the size of the last one freed reuses its
-# pages instead of faulting in fresh ones (bench.execute.settings.apply_malloc).
+# pages instead of faulting in fresh ones (bench.execute.allocator.apply_malloc).
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 
 
