@@ -2,12 +2,15 @@
 
 A snapshot before the cell trains and one after give, over the cell:
 - ``others_cpu``: CPU time that processes outside the cell used, as a fraction of
-  all the CPUs this process may use, with the busiest of them named. The cell's own
+  all the CPUs this process may use, with the busiest of them named. A process that
+  may not run on any of those CPUs (a kernel thread bound to another core, a job
+  pinned elsewhere: ``taskset``) cannot have taken them and is left out. The cell's own
   processes are its process group (its ranks and loader workers inherit it: a cell
   run by ``bench.cell`` has a group of its own, a torchrun launch shares the
   launcher's) and its ancestors (the orchestrator, waiting). Processes that started
   and ended between the snapshots are not seen.
-- ``steal``: the share of CPU time the hypervisor gave to other guests (/proc/stat).
+- ``steal``: the share of CPU time the hypervisor gave to other guests, on the CPUs
+  this process may use (/proc/stat).
 - the load average and the CPU clock (/proc/cpuinfo, where the VM shows it) before
   and after; on CUDA the GPU's SM clock, temperature and power (NVML, where present).
 
@@ -54,13 +57,47 @@ def process_times() -> dict[int, tuple[str, int, int, float]]:
     return found
 
 
-def cpu_counters() -> tuple[int, int] | None:
-    """(total, steal) jiffies of all CPUs from /proc/stat."""
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def cpu_list(text: str) -> set[int]:
+    """A kernel CPU list ("0-3,8") as numbers."""
+    cpus: set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def allowed_cpus(pid: int) -> set[int] | None:
+    """The CPUs process ``pid`` may run on (/proc/PID/status), None where it is gone."""
+    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return cpu_list(line.split(":", 1)[1])
+    return None
+
+
+def cpu_counters(cpus: set[int] | None = None) -> tuple[int, int] | None:
+    """(total, steal) jiffies from /proc/stat: of ``cpus`` (its per-CPU lines), else of
+    all CPUs."""
     text = _read("/proc/stat")
     if not text:
         return None
-    values = [int(v) for v in text.splitlines()[0].split()[1:]]
-    return sum(values[:8]), values[7] if len(values) > 7 else 0
+    lines = [line.split() for line in text.splitlines() if line.startswith("cpu")]
+    if cpus is not None:
+        lines = [line for line in lines if line[0][3:].isdigit() and int(line[0][3:]) in cpus]
+    else:
+        lines = lines[:1]
+    total = steal = 0
+    for line in lines:
+        values = [int(v) for v in line[1:]]
+        total += sum(values[:8])
+        steal += values[7] if len(values) > 7 else 0
+    return (total, steal) if lines else None
 
 
 def cpu_mhz() -> float | None:
@@ -111,20 +148,21 @@ class Snapshot:
         load = (_read("/proc/loadavg") or "").split()
         state = {"load_1m": float(load[0]) if load else None, "cpu_mhz": cpu_mhz(),
                  **gpu_state(device)}
-        return cls(time.monotonic(), process_times(), cpu_counters(), state)
+        return cls(time.monotonic(), process_times(), cpu_counters(usable_cpus()), state)
 
 
 def others(before: Snapshot, after: Snapshot) -> list[tuple[str, int, float]]:
     """(name, pid, CPU seconds between the snapshots) of every process outside this
-    cell that used CPU, busiest first."""
-    group, mine = os.getpgrp(), ours()
+    cell that used CPU and may run on a CPU this one may use (one gone meanwhile
+    counts), busiest first."""
+    group, mine, cpus = os.getpgrp(), ours(), usable_cpus()
     used = []
     for pid, (name, _parent, pgid, seconds) in after.processes.items():
         if pgid == group or pid in mine:
             continue
         earlier = before.processes.get(pid)
         spent = seconds - (earlier[3] if earlier and earlier[0] == name else 0.0)
-        if spent > 0:
+        if spent > 0 and ((allowed := allowed_cpus(pid)) is None or allowed & cpus):
             used.append((name, pid, spent))
     return sorted(used, key=lambda item: -item[2])
 
@@ -133,9 +171,8 @@ def machine_state(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     """The record's ``machine`` block: the state before and after, what others used,
     and the verdict."""
     wall = max(after.at - before.at, 1e-9)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     busiest = others(before, after)
-    others_cpu = sum(seconds for _, _, seconds in busiest) / (wall * (cores or 1))
+    others_cpu = sum(seconds for _, _, seconds in busiest) / (wall * len(usable_cpus()))
     steal = None
     if before.counters and after.counters and after.counters[0] > before.counters[0]:
         steal = (after.counters[1] - before.counters[1]) / (after.counters[0]

@@ -19,7 +19,7 @@ import torch
 
 from bench.analyze.report import write_report
 from bench.matrix import Cell
-from bench.measure.machine_state import Snapshot, machine_state, others
+from bench.measure.machine_state import Snapshot, cpu_list, machine_state, others
 
 CPU = torch.device("cpu")
 SPIN = [sys.executable, "-c", "import time\nend = time.time() + 120\nwhile time.time() < end: pass"]
@@ -92,6 +92,38 @@ def test_another_process_spinning_is_named_and_flags_the_interval_busy(
     assert state["others_cpu"] == pytest.approx(
         sum(spent.values()) / (state["seconds"] * CORES), rel=1e-3, abs=1e-3)
     assert state["before"]["load_1m"] is not None
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs")
+def test_a_process_pinned_to_other_cpus_is_not_an_other() -> None:
+    """A cell pinned to one CPU (taskset -c 0) is not slowed by a process that may only
+    run on another: it is left out, and a process allowed on the cell's CPU is not."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    elsewhere, here = (subprocess.Popen(SPIN, start_new_session=True,
+                                        preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu}))
+                       for cpu in (second, first))
+    everywhere = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {first})
+        before = Snapshot.take(CPU)
+        time.sleep(0.6)
+        after = Snapshot.take(CPU)
+        spent = {pid: seconds for _, pid, seconds in others(before, after)}
+        state = machine_state(before, after)
+    finally:
+        os.sched_setaffinity(0, everywhere)
+        for process in (elsewhere, here):
+            process.kill()
+            process.wait()
+    assert elsewhere.pid not in spent and spent[here.pid] > 0
+    assert not any(f"pid {elsewhere.pid}" in line for line in state["busiest"])
+    assert state["others_cpu"] == pytest.approx(sum(spent.values()) / state["seconds"],
+                                                rel=1e-3, abs=1e-3)  # of one CPU
+
+
+def test_a_cpu_list_reads_as_the_kernel_writes_it() -> None:
+    assert cpu_list("0-3,8,10-11\n") == {0, 1, 2, 3, 8, 10, 11}
+    assert cpu_list("5") == {5} and cpu_list("") == set()
 
 
 def test_the_cells_own_processes_are_not_others() -> None:
