@@ -48,7 +48,7 @@ from bench.orchestrate.plan import (
     requested_matrix,
 )
 from bench.orchestrate.preflight import check_before_running
-from bench.orchestrate.preload import PreloadServer
+from bench.orchestrate.preload import PreloadServer, preloadable
 from bench.orchestrate.progress import verdict
 from bench.orchestrate.rundir import (
     RunDirError,
@@ -213,7 +213,12 @@ def walk(args: argparse.Namespace, run_dir: RunDir, plan: RunPlan, started_at: f
     after_each = (lambda: snapshot_now(run_dir, args.snapshot)) if args.snapshot else None
     if after_each is not None:  # env.json and matrix.json before any cell
         after_each()
-    if server is None and args.preload:  # not started early (under sbatch, without srun)
+    if not any(map(preloadable, plan.pending.cells_to_run())):
+        # Every cell starts a new interpreter (malloc jemalloc, several nodes): the
+        # server's imports would only take a core from the first cell.
+        close(server, 0)
+        server = None
+    elif server is None and args.preload:  # not started early (under sbatch, without srun)
         server = run_preload_server(args, resolve_mode(args.wandb))
     completed = run_local(plan, run_dir, args.data_dir, args.verbose, args.cell_timeout,
                           server, after_each)
