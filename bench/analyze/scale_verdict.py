@@ -11,7 +11,9 @@ bench.analyze.noise.decide's, the rule bench.compare uses, at the target:
   about ALPHA of checks (at most 5.8% in the simulation);
 - ``too fast`` / ``too slow``: the model is off by more than the target, Welch's test
   significant;
-- ``can't tell``: neither, with the repeats a side that would tell at the noise seen.
+- ``can't tell``: neither, with the repeats a side that would tell at the noise seen:
+  enough to resolve the gap between the error seen and the target's edge (an error of
+  +11% against 15% needs far more than one of 0%).
 
 Their error rates, by seeded simulation: bench.analyze.power.check_table
 (``python -m bench.scale --power``). The link's own noise (the comm cells it was fitted
@@ -20,6 +22,7 @@ from) is not in the interval: every prediction of a check shares one link.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +50,9 @@ def judge(predicted: tuple[float, ...], measured: tuple[float, ...],
     (one per repeat of the checked cell) at ``target`` (a fraction)."""
     found = decide(np.log(measured), np.log(predicted), target)
     call = CALLS.get(str(found.verdict), CANT_TELL)
-    needed = repeats_needed(float(found.sigma), target) if call == CANT_TELL else None
+    # the gap, in log samples/s, between the error seen and the nearer edge of the target
+    gap = abs(math.log1p(target) - abs(math.log1p(float(found.change))))
+    needed = repeats_needed(float(found.sigma), math.expm1(gap)) if call == CANT_TELL else None
     return Verdict(call, float(found.change), float(found.low), float(found.high), needed)
 
 

@@ -98,7 +98,8 @@ def test_each_cell_is_predicted_from_its_control_out_of_sample(
 @pytest.mark.parametrize(("measured", "call", "error", "interval"), [
     ((360.0, 363.0, 366.0), "within", "-0.1%", "-2% to +2%"),
     ((250.0, 252.0, 255.0), "too fast", "+43.7%", "+41% to +47%"),
-    ((200.0, 363.0, 600.0), "can't tell (~123 repeats a side would tell)", "+3.1%",
+    # the gap to resolve is from +3.1% to the edge, 15%: log 1.15 - log 1.031
+    ((200.0, 363.0, 600.0), "can't tell (~199 repeats a side would tell)", "+3.1%",
      "-74% to +304%"),
 ])
 def test_a_check_is_called_from_the_repeats_of_both_sides(
