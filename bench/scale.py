@@ -46,8 +46,14 @@ from bench.analyze.scale_check import (
     own_inputs,
     projection,
     projection_table,
-    threads_per_rank,
 )
+from bench.analyze.scale_crowding import (
+    Crowding,
+    crowding_factor,
+    crowding_notes,
+    projection_crowding,
+)
+from bench.analyze.scale_records import threads_per_rank
 from bench.analyze.scale_verdict import CANT_TELL, TARGET
 from bench.analyze.scale_words import assumptions
 from bench.analyze.summary import summarize
@@ -201,8 +207,8 @@ def error_note(checks: list[Check], target: float) -> str:
             + ", ".join(f"{cell} {v.error * 100:+.1f}%" for cell, v in verdicts.items())
             + f"; at {target * 100:g}%: " + ", ".join(f"{calls[call]} {call}" for call in (
                 "within", "too fast", "too slow", CANT_TELL))
-            + " (95% intervals from both sides' repeats, not the link's noise; how often "
-            "these calls err: python -m bench.scale --power)")
+            + " (95% intervals from both sides' repeats, not the link's or the crowding's "
+            "noise; how often these calls err: python -m bench.scale --power)")
 
 
 def power(target: float, markdown: bool) -> int:
@@ -241,21 +247,30 @@ def main(argv: list[str] | None = None) -> int:
         inputs = projection_inputs(summary, records, args.single,
                                    [c.inputs for c in checks if c.predicted and c.inputs])
         own = own_inputs(summary, records, inputs)
+        # the plot's lines run from one device through the checked cells' counts too
+        counts = sorted({1, *devices, *(c.predicted.devices for c in checks if c.predicted)})
+        crowds = projection_crowding(summary, records, inputs.cell_id, inputs.threads, counts,
+                                     args.devices_per_node)
+        crowding = {g: crowding_factor(c) for g, c in crowds.items()}
         predictions = projection(inputs, devices, links, args.devices_per_node,
-                                 overlap[inputs.accelerator], own)
+                                 overlap[inputs.accelerator], own, crowding)
     except (ScaleError, LinkError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     sections = [
         Section("Scaling projection (a model, not a measurement)",
                 projection_table(predictions), "Nothing to project.",
-                assumptions(inputs, own, links, overlap[inputs.accelerator])),
+                [*assumptions(inputs, own, links, overlap[inputs.accelerator]),
+                 *(c.words() if isinstance(c, Crowding) else f"crowding {c}"
+                   for c in crowds.values())]),
         Section("Predicted against measured (out of sample)", checks_table(checks, target),
                 "The runs hold no multi-device cell of a modelled strategy.",
                 [error_note(checks, target),
                  "each check predicts a cell from a one-device cell of its workload at the "
                  "same threads per rank (its own strategy's where the runs have one, else "
                  "its control's) and the links chosen; the cell itself is no input",
+                 *crowding_notes([c.crowding for c in checks
+                                  if c.predicted and c.crowding is not None]),
                  *check_notes(summary, records, checks)])]
     print("THIS IS A MODEL, NOT A MEASUREMENT. Its formula:")
     print(FORMULA)
@@ -265,10 +280,9 @@ def main(argv: list[str] | None = None) -> int:
               else section.empty)
         for note in section.notes:
             print(f"{'- ' if args.markdown else ''}{note}")
-    if args.out:  # the plot's lines run from one device through the checked cells' counts
-        counts = {1, *devices, *(c.predicted.devices for c in checks if c.predicted)}
-        lines = projection(inputs, sorted(counts), links, args.devices_per_node,
-                           overlap[inputs.accelerator], own)
+    if args.out:
+        lines = projection(inputs, counts, links, args.devices_per_node,
+                           overlap[inputs.accelerator], own, crowding)
         write_pages(Path(args.out), args, sections, lines, checks)
     return 0
 

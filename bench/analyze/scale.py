@@ -18,7 +18,10 @@ ring(op, n, S, link) = steps x alpha + share x S / bandwidth   (alpha: latency p
 across M nodes of G devices (one NIC of the inter-node link per device):
     all_reduce(S) = reduce_scatter_G(S) + all_reduce_M(S/G) + all_gather_G(S)
     all_gather(S) = all_gather_G(S) + all_gather_M(S/G)   (reduce_scatter alike)
-step(N) = data + forward + backward + rest + optimizer (/N where sharded) + exposed
+step(N) = crowd(G) x (data + forward + backward + rest + optimizer (/N where sharded))
+    + exposed
+crowd(G) = a rank's compute with all G ranks of its node computing, against alone: DDP
+    under no_sync() on G devices a node / the same on one device (1 where not measured)
 exposed = sum over phases of max(comm - overlap x phase, one call) (the last call
     waits for the phase's end); comm with no phase to hide behind is all exposed
 a strategy's own one-device cell as input: less the collectives it calls on one rank
@@ -169,6 +172,7 @@ class Prediction:
     exposed_s: float  # the part of it not hidden behind compute
     samples_per_s: float
     efficiency: float  # per-device throughput against one device's
+    crowding: float = 1.0  # the factor its compute was taken at (crowd(G) of FORMULA)
 
 
 def exposed_s(sends: tuple[Collective, ...], devices: int, net: Network,
@@ -186,15 +190,19 @@ def exposed_s(sends: tuple[Collective, ...], devices: int, net: Network,
 
 
 def predict(plan: Plan, phases_s: dict[str, float], batch_size: int, devices: int,
-            net: Network, overlap: float) -> Prediction:
-    """Step time, samples/s and scaling efficiency of ``plan`` on ``devices``."""
+            net: Network, overlap: float, crowding: float = 1.0) -> Prediction:
+    """Step time, samples/s and scaling efficiency of ``plan`` on ``devices``, whose
+    compute takes ``crowding`` times one device's (its node's other ranks computing too)."""
     if devices % min(devices, net.devices_per_node):
         raise ValueError(f"{devices} devices do not fill nodes of {net.devices_per_node}")
     single_s = sum(phases_s.values())
-    optimizer = phases_s.get("optimizer", 0.0)
-    compute = single_s - optimizer + optimizer / (devices if plan.sharded_optimizer else 1)
-    comm, exposed = exposed_s(plan.sends, devices, net, phases_s, overlap) if devices > 1 \
+    crowding = crowding if devices > 1 else 1.0
+    crowded = {phase: s * crowding for phase, s in phases_s.items()}
+    optimizer = crowded.get("optimizer", 0.0)
+    compute = (sum(crowded.values()) - optimizer
+               + optimizer / (devices if plan.sharded_optimizer else 1))
+    comm, exposed = exposed_s(plan.sends, devices, net, crowded, overlap) if devices > 1 \
         else (0.0, 0.0)
     step = compute + exposed
     return Prediction(plan.name, devices, max(1, devices // net.devices_per_node), step, comm,
-                      exposed, devices * batch_size / step, single_s / step)
+                      exposed, devices * batch_size / step, single_s / step, crowding)

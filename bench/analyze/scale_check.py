@@ -30,10 +30,11 @@ from bench.analyze.scale import (
     strategy_of,
     without_one_rank_collectives,
 )
+from bench.analyze.scale_crowding import Crowding, crowding_factor, node_crowding
+from bench.analyze.scale_records import gradient_bytes, ok_repeats, phases_s, threads_per_rank
 from bench.analyze.scale_verdict import TARGET, Verdict, geomean, judge
 from bench.analyze.summary import WORKLOAD_FIELDS
 from bench.analyze.tables import fmt
-from bench.metrics import PHASES
 
 GLIBC_MODES = ("system", "retain")  # the malloc modes that leave glibc in charge
 
@@ -66,48 +67,6 @@ class Inputs:
     gradient_bytes: float
     bytes_from: str
     repeat_phases_s: tuple[dict[str, float], ...] = ()  # each ok repeat's, per step
-
-
-def threads_per_rank(records: pd.DataFrame) -> dict[str, int | None]:
-    """Each cell's threads per rank, from its ok records' effective block."""
-    if "effective_num_threads" not in records:
-        return {}
-    ok = records[records["status"] == "ok"]
-    return {cell: int(values.dropna().median()) if values.notna().any() else None
-            for cell, values in ok.groupby("cell_id")["effective_num_threads"]}
-
-
-def gradient_bytes(records: pd.DataFrame, precision: str, exclude: str | None = None
-                   ) -> tuple[float, str] | None:
-    """The whole model's gradient bytes in ``precision``: the largest parameter count
-    one rank of the run holds (one device, else an unsharded rank), never from
-    ``exclude``'s records."""
-    found: list[tuple[int, int, str]] = []
-    ok = records[(records["status"] == "ok") & (records["precision"] == precision)
-                 & (records["cell_id"] != exclude)]
-    for row in ok.to_dict("records"):
-        for rank in (row["raw"] or {}).get("ranks") or []:
-            params = (rank.get("model_state_bytes") or {}).get("params")
-            if params:
-                found.append((int(row["world_size"] != 1), -params, row["cell_id"]))
-    if not found:
-        return None
-    _, params, cell = min(found)
-    return float(-params), f"{cell}'s params"
-
-
-def ok_repeats(records: pd.DataFrame, cell_id: str) -> list[dict[str, Any]]:
-    """A cell's ok records, one per repeat (the latest of a resumed run's)."""
-    # the cell's records first, then the latest of each repeat: not the whole frame's
-    rows = latest(records[records["cell_id"] == cell_id])
-    return rows[rows["status"] == "ok"].to_dict("records")
-
-
-def phases_s(row: dict[str, Any]) -> dict[str, float] | None:
-    values = {phase: row.get(f"step_{phase}_ms") for phase in PHASES}
-    if any(v is None or pd.isna(v) for v in values.values()):
-        return None
-    return {phase: v / 1000 for phase, v in values.items()}
 
 
 def one_device_inputs(summary: pd.DataFrame, records: pd.DataFrame, like: dict[str, Any],
@@ -163,6 +122,7 @@ class Check:
     why_not: str | None = None
     predicted_repeats: tuple[float, ...] = ()  # samples/s, one per input repeat
     measured_repeats: tuple[float, ...] = ()  # samples/s of the checked cell's repeats
+    crowding: Crowding | str | None = None  # its node's, or why not measured; None: 1 rank
 
     def verdict(self, target: float = TARGET) -> Verdict | None:
         if self.predicted is None:
@@ -197,16 +157,18 @@ def check_cells(summary: pd.DataFrame, records: pd.DataFrame, links: Links,
             checks.append(replace(check, why_not=str(error)))
             continue
         model = plans(inputs.gradient_bytes)[plan]
-
+        per_node = devices // nodes
+        crowding = node_crowding(summary, records, row, counts.get(row["cell_id"]),
+                                 per_node) if per_node > 1 else None
         over = overlap[row["accelerator"]]
         found = [predict(model, start_phases(model, replace(inputs, phases_s=p), links)[0],
-                         inputs.batch_size, devices, net, over)
+                         inputs.batch_size, devices, net, over, crowding_factor(crowding))
                  for p in (inputs.phases_s, *inputs.repeat_phases_s)]
         measured_repeats = tuple(r["samples_per_s"] for r in ok_repeats(records, row["cell_id"])
                                  if pd.notna(r.get("samples_per_s")))
         checks.append(replace(check, inputs=inputs, predicted=found[0],
                               predicted_repeats=tuple(f.samples_per_s for f in found[1:]),
-                              measured_repeats=measured_repeats))
+                              measured_repeats=measured_repeats, crowding=crowding))
     return checks
 
 
@@ -273,6 +235,7 @@ def checks_table(checks: list[Check], target: float = TARGET) -> pd.DataFrame:
                      "measured step p50 ms": fmt(c.measured_step_s * 1000),
                      "comm ms (exposed)": f"{fmt(p.comm_s * 1000)} ({fmt(p.exposed_s * 1000)})"
                      if p else "-",
+                     "crowding": f"x{p.crowding:.2f}" if p else "-",
                      "not checked because": c.why_not or ""})
     return pd.DataFrame(rows)
 
@@ -296,9 +259,11 @@ def own_inputs(summary: pd.DataFrame, records: pd.DataFrame, inputs: Inputs
 
 
 def projection(inputs: Inputs, devices: list[int], links: Links, devices_per_node: int,
-               overlap: float, own: dict[str, Inputs] | None = None) -> list[Prediction]:
+               overlap: float, own: dict[str, Inputs] | None = None,
+               crowding: dict[int, float] | None = None) -> list[Prediction]:
     """Every modelled strategy at every device count (plans' order, then devices), each
-    from its own one-device cell where ``own`` has one, else from ``inputs``."""
+    from its own one-device cell where ``own`` has one, else from ``inputs``; compute at
+    ``crowding``'s factor for the ranks per node where it has one."""
     predictions = []
     for plan in plans(inputs.gradient_bytes).values():
         start = (own or {}).get(plan.name, inputs)
@@ -306,7 +271,8 @@ def projection(inputs: Inputs, devices: list[int], links: Links, devices_per_nod
             per_node = min(n, devices_per_node)
             net = links.network(per_node, n // per_node)
             predictions.append(predict(plan, start_phases(plan, start, links)[0],
-                                       start.batch_size, n, net, overlap))
+                                       start.batch_size, n, net, overlap,
+                                       (crowding or {}).get(per_node, 1.0)))
     return predictions
 
 

@@ -39,11 +39,16 @@ PRESETS: dict[str, dict[str, Any]] = {
             "steps": 200, "warmup_steps": 20},
     # The one-device cells are the report's references: bf16-mixed for the scaling
     # efficiency, 32-true for the speed-up. Under a launch rank 0 runs them alone.
+    # engine-ddp_no_sync alone and on the node's GPUs measures the node's crowding for
+    # bench.scale (docs/scaling.md).
     "multi-gpu": {"accelerator": ["cuda"], "batch_size": [256], "loader": ["device"],
                   "steps": 200, "warmup_steps": 20, "blocks": [
         {"strategy": ["single"], "devices": [1], "num_nodes": 1,
          "precision": ["32-true", "bf16-mixed"]},
-        {"strategy": ["ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"],
+        {"strategy": ["engine-ddp_no_sync"], "devices": [1], "num_nodes": 1,
+         "precision": ["bf16-mixed"]},
+        {"strategy": ["ddp", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3",
+                      "engine-ddp_no_sync"],
          "devices": "auto", "precision": ["bf16-mixed"]},
     ]},
     # Fastest honest cell per accelerator, beside the tutorial's defaults (bs 64,

@@ -133,6 +133,16 @@ def test_a_one_device_zero_3_cell_loses_its_one_rank_reduce_scatter() -> None:
         plans(2 * MIB_25)["fsdp"], PHASES_S, {"reduce_scatter": copy}) == (PHASES_S, 0.0)
 
 
+def test_a_crowded_node_slows_every_phase_and_hides_more_behind_it() -> None:
+    # crowding 1.5: compute 1.5 x (0.3 + 0.1 / 2); FSDP's backward of 0.3 s now hides
+    # all but the last of its 2 ms there, as before; one device is never crowded
+    p = predict(plans(2 * MIB_25)["fsdp"], PHASES_S, 64, 2, TWO, overlap=1.0, crowding=1.5)
+    assert (p.step_s, p.exposed_s, p.crowding) == pytest.approx((0.525 + 1e-3, 1e-3, 1.5))
+    assert p.efficiency == pytest.approx(0.4 / 0.526)
+    p = predict(plans(2 * MIB_25)["fsdp"], PHASES_S, 64, 1, TWO, overlap=1.0, crowding=1.5)
+    assert (p.step_s, p.crowding) == pytest.approx((0.4, 1.0))
+
+
 def test_one_device_sends_nothing() -> None:
     p = predict(plans(2 * MIB_25)["ddp"], PHASES_S, 64, 1, TWO, overlap=0.0)
     assert (p.step_s, p.samples_per_s, p.efficiency) == pytest.approx((0.4, 160.0, 1.0))

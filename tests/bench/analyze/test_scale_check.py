@@ -176,6 +176,39 @@ def test_a_one_device_zero_3_cell_is_an_input_less_its_one_rank_reduce_scatter(
     assert "its reduce_scatter on one rank stays in (no comm cell of one rank" in out
 
 
+def test_a_nodes_crowding_measured_without_communication_slows_its_compute(
+        run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # DDP under no_sync() on 2 ranks computes 10% slower than on one device: the ranks
+    # of a node share it. Every 2-rank check's compute takes that factor.
+    crowded = write_run(tmp_path / "crowded", [
+        record("engine-ddp_no_sync", 1, 160.0, 1),
+        *(record("engine-ddp_no_sync", 2, 290.9, 1, repeat=i, slower=slower)
+          for i, slower in enumerate((1.05, 1.1 ** 2 / 1.05)))])  # geomean 1.1
+    comm = str(write_comm_csv(tmp_path / "comm.csv"))
+    code, out, _ = scale(capsys, str(run), str(crowded), "--link", "measured",
+                         "--comm-csv", comm, "--devices", "2,8", "--devices-per-node", "2")
+    assert code == 0
+    checks = rows_of(out, "Predicted against measured (out of sample)")
+    # ZeRO-1 from raw: 1.1 x (0.3 + 0.1 / 2) + all_reduce 2 ms + all_gather 1 ms
+    assert checks[ZERO1][1:6] == ["zero-1", RAW, "330", "350", "-5.7%"]  # 128 / 0.388
+    assert checks[ZERO1][-1] == "x1.10"  # the crowding column
+    line = ("crowding at 2 ranks per node x1.100: "
+            "cpu-2x-engine-ddp_no_sync-32-true-bs64-tensor computes 440.0 ms a step, "
+            "cpu-1x-engine-ddp_no_sync-32-true-bs64-tensor 400.0 ms")
+    assert out.count(line) == 2  # under the projection and under the checks
+    projected = [r.split() for r in out.split("Scaling projection")[1].splitlines()
+                 if r.startswith("zero-1 ")]
+    assert projected[0][1:4] == ["2", "1", "388"]  # the checked cell's 2 ranks on one node
+    assert projected[1][1:3] == ["8", "4"]  # 4 nodes of 2: the same crowding per node
+
+    # without the pair, compute is one device's, and the notes say how to measure it
+    code, out, _ = scale(capsys, str(run), "--link", "measured", "--comm-csv", comm)
+    assert rows_of(out, "Predicted against measured (out of sample)")[ZERO1][3] == "363"
+    assert ("2 check(s): crowding not measured at 2 ranks per node: compute as on one device "
+            "(run engine-ddp_no_sync on 2 devices of a node and on one, of the same "
+            "workload and 1 thread(s) per rank, to measure it)") in out
+
+
 def test_the_projection_covers_every_strategy_at_every_device_count(
         run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = scale(capsys, str(run), "--link", "ib-ndr400", "--intra-link", "nvlink4",

@@ -49,15 +49,17 @@ def test_auto_devices_scale_by_powers_of_two_on_gpus() -> None:
 
 
 def test_multi_gpu_has_its_one_device_references_inside_a_launch() -> None:
-    """The report's speed-up (32-true single) and scaling (bf16-mixed single) references
-    are in the launch, on one node, and run (rank 0 alone), on one node or two."""
+    """The report's speed-up (32-true single) and scaling (bf16-mixed single) references,
+    and bench.scale's crowding reference (engine-ddp_no_sync on one device), are in the
+    launch, on one node, and run (rank 0 alone), on one node or two."""
     for nodes in (1, 2):
         launch = Machine(cpu_count=64, cuda_devices=8, cuda_bf16=True, deepspeed=True,
                          launched_world_size=8 * nodes, launched_local_world_size=8)
         cells = expand(load_matrix("multi-gpu"), launch)
         alone = [(c.strategy, c.precision, c.devices, c.num_nodes) for c in cells
                  if c.world_size == 1]
-        assert alone == [("single", "32-true", 1, 1), ("single", "bf16-mixed", 1, 1)]
+        assert alone == [("single", "32-true", 1, 1), ("single", "bf16-mixed", 1, 1),
+                         ("engine-ddp_no_sync", "bf16-mixed", 1, 1)]
         assert {(c.devices, c.num_nodes) for c in cells if c.world_size > 1} == {(8, nodes)}
         assert all(reason is None for reason in skip_reasons(cells, launch).values())
 
