@@ -77,6 +77,8 @@ def collective_time_s(op: str, nbytes: float, devices: int, net: Network) -> flo
     if nodes == 1:
         return ring_time_s(op, per_node, nbytes, net.intra[op])
     across = ring_time_s(op, nodes, nbytes / per_node, net.inter[op])
+    if per_node == 1:  # no ring within a node (and no link for one need be known)
+        return across
     if op == "all_reduce":
         return (ring_time_s("reduce_scatter", per_node, nbytes, net.intra["reduce_scatter"])
                 + across

@@ -143,6 +143,14 @@ def test_a_crowded_node_slows_every_phase_and_hides_more_behind_it() -> None:
     assert (p.step_s, p.crowding) == pytest.approx((0.4, 1.0))
 
 
+def test_one_device_per_node_needs_no_link_within_a_node() -> None:
+    # two nodes of one device: only the ring across the nodes, as two ranks on the NIC
+    across = Network({}, {op: NIC for op in OPS}, devices_per_node=1)
+    for op in OPS:
+        assert collective_time_s(op, 1e8, 2, across) == pytest.approx(
+            ring_time_s(op, 2, 1e8, NIC))
+
+
 def test_one_device_sends_nothing() -> None:
     p = predict(plans(2 * MIB_25)["ddp"], PHASES_S, 64, 1, TWO, overlap=0.0)
     assert (p.step_s, p.samples_per_s, p.efficiency) == pytest.approx((0.4, 160.0, 1.0))
